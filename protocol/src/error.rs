@@ -1,0 +1,61 @@
+//! Error types of the protocol crate. Every variant says what was wrong with
+//! the input; none of them is ever produced by a panic.
+
+use crate::signing::KeyId;
+
+/// A frame could not be encoded or decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length prefix announces more than the protocol allows. The frame
+    /// is refused before anything is allocated for it.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    /// The input ended inside a frame.
+    #[error("truncated frame: expected {expected} bytes, got {got}")]
+    Truncated { expected: usize, got: usize },
+    /// The payload is not a valid message of the expected type.
+    #[error("malformed {what} frame: {reason}")]
+    Malformed { what: &'static str, reason: String },
+    /// Bytes were left over after the message.
+    #[error("malformed {what} frame: {extra} trailing bytes")]
+    TrailingBytes { what: &'static str, extra: usize },
+}
+
+/// A package name or version is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("{what} is empty")]
+    Empty { what: &'static str },
+    #[error("{what} {value:?} is longer than {max} characters")]
+    TooLong { what: &'static str, value: String, max: usize },
+    #[error("{what} {value:?} contains {bad:?}; allowed are letters, digits and . _ + ~ -")]
+    BadCharacter { what: &'static str, value: String, bad: char },
+    #[error("{what} {value:?} must not start with '.'")]
+    LeadingDot { what: &'static str, value: String },
+}
+
+/// A signed release failed verification. The release must not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("release carries no signature")]
+    Unsigned,
+    #[error("release is signed by key {key_id}, which this agent does not trust")]
+    UnknownKey { key_id: KeyId },
+    #[error("signature by key {key_id} does not match the release metadata")]
+    BadSignature { key_id: KeyId },
+    #[error("signed release metadata is malformed: {reason}")]
+    MalformedMetadata { reason: String },
+    #[error("signed release metadata has an invalid name: {0}")]
+    InvalidName(#[from] NameError),
+}
+
+/// A key file could not be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("not a Flotte {expected} key file (first line must be {header:?})")]
+    WrongHeader { expected: &'static str, header: &'static str },
+    #[error("key material is not {len} hex-encoded bytes")]
+    BadEncoding { len: usize },
+    #[error("public key is not a valid ed25519 point")]
+    InvalidPoint,
+}

@@ -1,0 +1,39 @@
+//! Flotte's wire protocol: the messages that cross a process boundary, their
+//! framing, the release metadata format, and signing and verification.
+//!
+//! This crate does no IO. It knows nothing about tokio, sockets, files or the
+//! clock: every function takes bytes or values in and gives values out, so the
+//! same code runs in the agent, the controller, the simulator and fuzzers.
+//!
+//! # Layout
+//! - [`ids`]: identifiers and scalar types (`AgentId`, `AssignmentId`, `Timestamp`).
+//! - [`digest`]: SHA-256 digests and an incremental content hasher.
+//! - [`release`]: release metadata (name, version, sha256, size, installer kind)
+//!   and the rules for package names and versions.
+//! - [`signing`]: ed25519 keys, signed releases and the [`signing::ReleaseVerifier`]
+//!   interface the agent verifies through.
+//! - [`messages`]: every message on a control or content stream.
+//! - [`frame`]: length-prefixed frames with a hard size limit.
+//! - [`error`]: the error enums of this crate.
+
+pub mod digest;
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod messages;
+pub mod release;
+pub mod signing;
+
+pub use digest::{ContentHasher, Sha256Digest};
+pub use error::{FrameError, KeyError, NameError, VerifyError};
+pub use ids::{AgentId, AssignmentId, Timestamp};
+pub use release::{InstallerKind, ReleaseMetadata};
+pub use signing::{KeyId, PublicKey, ReleaseVerifier, SecretKey, SignedRelease, TrustedKeys, VerifiedRelease};
+
+/// The ALPN protocol id both QUIC peers must offer. A peer that does not
+/// speak it fails the TLS handshake.
+pub const ALPN: &[u8] = b"flotte/1";
+
+/// The protocol version this build speaks, exchanged in `Hello`/`Welcome`
+/// at the start of every connection.
+pub const PROTOCOL_VERSION: u16 = 1;

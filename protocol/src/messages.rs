@@ -1,0 +1,230 @@
+//! Every message that crosses a QUIC stream between agent and controller.
+//!
+//! # Streams
+//! - **Control stream.** The agent opens one bidirectional stream right after
+//!   the handshake and sends [`AgentMessage::Hello`]. The controller answers
+//!   [`ControllerMessage::Welcome`] (or [`ControllerMessage::Refused`] and
+//!   closes). After that the controller pushes assignments and
+//!   cancellations; the agent sends reports, which the controller acks by
+//!   sequence number.
+//! - **Content streams.** For each download (or resumed download) the agent
+//!   opens a new bidirectional stream and sends one [`ContentRequest`]. The
+//!   controller answers one [`ContentResponse`] frame followed, on success,
+//!   by exactly `length` raw bytes, then finishes the stream.
+//!
+//! No message carries the agent's identity: the controller takes it from
+//! the client certificate of the connection.
+
+use crate::digest::Sha256Digest;
+use crate::ids::{AgentId, AssignmentId, Timestamp};
+use crate::signing::SignedRelease;
+use serde::{Deserialize, Serialize};
+
+/// Agent → controller on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// First message of every connection.
+    Hello(Hello),
+    /// The inventory changed since the last one sent.
+    Inventory(Inventory),
+    /// A state change of one assignment. Resent until acked.
+    Report(Report),
+}
+
+/// Controller → agent on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerMessage {
+    /// The controller accepted the `Hello`.
+    Welcome(Welcome),
+    /// The controller will not talk to this agent; it closes the connection
+    /// after sending this.
+    Refused { reason: String },
+    /// Install this release.
+    Assign(Assignment),
+    /// Stop working on this assignment if it has not been installed yet.
+    Cancel { assignment: AssignmentId },
+    /// Every report with a sequence number up to and including `seq` is
+    /// durably stored; the agent may forget them.
+    Ack { seq: u64 },
+}
+
+/// Opens the conversation; carries the version exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The highest protocol version the agent speaks.
+    pub protocol_version: u16,
+    /// The oldest protocol version the agent still speaks.
+    pub min_protocol_version: u16,
+    /// `flotte-agent` build version, for the admin's inventory.
+    pub agent_version: String,
+    pub inventory: Inventory,
+}
+
+/// The controller's answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The version both sides will speak.
+    pub protocol_version: u16,
+    /// Who the controller believes this agent is (from its certificate).
+    pub agent_id: AgentId,
+    /// The controller's clock, so an agent can warn about skew.
+    pub server_time: Timestamp,
+}
+
+/// What the agent knows about its host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub hostname: String,
+    pub os: String,
+    pub os_version: String,
+    pub kernel: String,
+    pub arch: String,
+    /// Flotte-managed packages and their active versions.
+    pub packages: Vec<InstalledPackage>,
+}
+
+/// One Flotte-managed package on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledPackage {
+    pub name: String,
+    pub version: String,
+}
+
+/// One release assigned to one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub id: AssignmentId,
+    /// The release, as signed by its publisher. The agent verifies it itself;
+    /// the controller's word is not enough.
+    pub release: SignedRelease,
+    pub issued_at: Timestamp,
+}
+
+/// A state change of one assignment on one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Per-agent sequence number, strictly increasing across restarts. The
+    /// controller ignores a sequence number it has already stored.
+    pub seq: u64,
+    pub assignment: AssignmentId,
+    pub state: InstallState,
+    /// The agent's clock when the state was entered.
+    pub at: Timestamp,
+    /// The active version of the package before this assignment started.
+    pub active_before: Option<String>,
+    /// The active version now.
+    pub active_after: Option<String>,
+}
+
+/// Where an assignment stands on an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallState {
+    /// The agent stored the assignment durably.
+    Received,
+    /// Content is being fetched; `offset` is where this attempt started, so a
+    /// resumed download reports a non-zero offset.
+    Downloading { offset: u64, total: u64 },
+    /// Size, sha256 and signature are being checked.
+    Verifying,
+    /// Verified bytes are handed to the installer.
+    Installing,
+    /// The new version is active.
+    Succeeded,
+    /// The assignment ended without installing; the previous version stays
+    /// active.
+    Failed { class: FailureClass, message: String },
+}
+
+impl InstallState {
+    /// Whether no further report will follow for this assignment.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, InstallState::Succeeded | InstallState::Failed { .. })
+    }
+
+    /// A short lowercase name for tables: `downloading`, `failed`, …
+    pub fn name(&self) -> &'static str {
+        match self {
+            InstallState::Received => "received",
+            InstallState::Downloading { .. } => "downloading",
+            InstallState::Verifying => "verifying",
+            InstallState::Installing => "installing",
+            InstallState::Succeeded => "succeeded",
+            InstallState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// Why an assignment failed. Decides whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// Signature, size or hash did not check out. Permanent.
+    Verification,
+    /// The content could not be fetched.
+    Download,
+    /// The installer failed; the previous version is still active.
+    Install,
+}
+
+/// Opens a content stream: send the bytes of `digest` from `offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentRequest {
+    pub digest: Sha256Digest,
+    pub offset: u64,
+    /// At most this many bytes; `None` means to the end.
+    pub length: Option<u64>,
+}
+
+/// The controller's answer on a content stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContentResponse {
+    /// `length` raw bytes follow, starting at `offset` of a blob of
+    /// `total_size` bytes.
+    Ok { total_size: u64, offset: u64, length: u64 },
+    /// The controller has no content with that digest.
+    NotFound,
+    /// `offset` is past the end of the content.
+    BadRange { total_size: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameDecoder, encode};
+
+    #[test]
+    fn every_agent_message_round_trips_through_a_frame() {
+        let messages = vec![
+            AgentMessage::Hello(Hello {
+                protocol_version: 1,
+                min_protocol_version: 1,
+                agent_version: "0.1.0".into(),
+                inventory: Inventory { hostname: "ws-1".into(), ..Default::default() },
+            }),
+            AgentMessage::Report(Report {
+                seq: 3,
+                assignment: AssignmentId(9),
+                state: InstallState::Failed { class: FailureClass::Verification, message: "bad".into() },
+                at: Timestamp::from_unix_millis(5),
+                active_before: Some("1.0".into()),
+                active_after: Some("1.0".into()),
+            }),
+        ];
+        let mut d = FrameDecoder::new();
+        for m in &messages {
+            d.push(&encode(m).unwrap());
+        }
+        for m in messages {
+            assert_eq!(d.next::<AgentMessage>("control").unwrap(), Some(m));
+        }
+    }
+
+    #[test]
+    fn install_states_render_as_snake_case_json_for_the_admin_api() {
+        let s = InstallState::Downloading { offset: 10, total: 20 };
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"downloading":{"offset":10,"total":20}}"#);
+        assert!(InstallState::Succeeded.is_terminal());
+        assert!(!s.is_terminal());
+    }
+}
