@@ -14,8 +14,10 @@
 //!   interface the agent verifies through.
 //! - [`messages`]: every message on a control or content stream.
 //! - [`frame`]: length-prefixed frames with a hard size limit.
+//! - [`api`]: resources of the controller's HTTPS/JSON API (enrollment, admin).
 //! - [`error`]: the error enums of this crate.
 
+pub mod api;
 pub mod digest;
 pub mod error;
 pub mod frame;

@@ -1,0 +1,183 @@
+//! Resources of the controller's HTTPS/JSON API: enrollment (used by agents,
+//! authenticated by a one-time token) and administration (used by
+//! `flottectl`, the future web dashboard and CI/CD pipelines, authenticated
+//! by an admin token).
+//!
+//! Paths, all under `https://HOST:PORT`:
+//! - `POST /v1/enroll` — [`EnrollRequest`] → [`EnrollResponse`]; no admin
+//!   credentials, the token is the credential.
+//! - `POST /v1/enrollment-tokens` — [`TokenRequest`] → [`TokenResponse`].
+//! - `GET /v1/agents` — `[AgentView]`.
+//! - `GET /v1/agents/{id}/reports` — `[ReportView]`.
+//! - `POST /v1/keys` — [`KeyRequest`] → [`KeyView`]; `GET /v1/keys` — `[KeyView]`.
+//! - `PUT /v1/content/{sha256}` — raw bytes; stored only if they hash to `sha256`.
+//! - `POST /v1/releases` — [`PublishRequest`] → [`ReleaseView`]; `GET /v1/releases`.
+//! - `POST /v1/deployments` — [`DeployRequest`] → [`DeploymentView`];
+//!   `GET /v1/deployments`, `GET /v1/deployments/{id}`.
+//! - `GET /v1/assignments` — `[AssignmentView]`, the per-agent status.
+//!
+//! Admin requests carry `Authorization: Bearer <admin token>`. Errors are
+//! [`ApiError`] bodies with a 4xx/5xx status.
+
+use crate::digest::Sha256Digest;
+use crate::ids::{AgentId, AssignmentId, Timestamp};
+use crate::messages::{InstallState, InstalledPackage};
+use crate::release::InstallerKind;
+use crate::signing::{KeyId, PublicKey, SignedRelease};
+use serde::{Deserialize, Serialize};
+
+/// An agent asks to join the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The one-time token from `flottectl agents token`.
+    pub token: String,
+    pub hostname: String,
+    /// The agent's ECDSA P-256 public key as an uncompressed SEC1 point
+    /// (65 bytes, hex in JSON). The private key never leaves the agent.
+    #[serde(with = "hex_bytes")]
+    pub public_key: Vec<u8>,
+}
+
+/// The controller's answer to a successful enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: AgentId,
+    /// The agent's client certificate, signed by the controller's CA.
+    pub certificate_pem: String,
+    /// The release-signing keys the agent will trust.
+    pub trusted_keys: Vec<PublicKey>,
+    /// UDP port of the QUIC endpoint (usually the same number as the API's
+    /// TCP port).
+    pub quic_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// How long the token stays valid, in seconds.
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: AgentId,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub agent_version: String,
+    pub online: bool,
+    pub enrolled_at: Timestamp,
+    pub last_seen: Option<Timestamp>,
+    pub packages: Vec<InstalledPackage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRequest {
+    pub public_key: PublicKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub key_id: KeyId,
+    pub public_key: PublicKey,
+    pub added_at: Timestamp,
+}
+
+/// Publishes a release whose content was uploaded first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    pub release: SignedRelease,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseView {
+    pub name: String,
+    pub version: String,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub installer: InstallerKind,
+    pub signed_by: KeyId,
+    pub published_at: Timestamp,
+}
+
+/// Which agents a deployment goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Every enrolled agent, online or not.
+    All,
+    /// These agents (by id or hostname).
+    Agents(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub name: String,
+    pub version: String,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentView {
+    pub id: u64,
+    pub name: String,
+    pub version: String,
+    pub created_at: Timestamp,
+    pub assignments: u64,
+}
+
+/// The latest known state of one assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentView {
+    pub id: AssignmentId,
+    pub deployment: u64,
+    pub agent: AgentId,
+    pub hostname: String,
+    pub name: String,
+    pub version: String,
+    pub state: Option<InstallState>,
+    pub updated_at: Timestamp,
+    pub active_version: Option<String>,
+}
+
+/// One stored report, as the agent sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportView {
+    pub seq: u64,
+    pub assignment: AssignmentId,
+    pub state: InstallState,
+    pub at: Timestamp,
+    pub received_at: Timestamp,
+    pub active_before: Option<String>,
+    pub active_after: Option<String>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+    /// How to fix it, when there is something to say.
+    pub hint: Option<String>,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.serialize_str(&hex::encode(bytes)) } else { s.serialize_bytes(bytes) }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if d.is_human_readable() {
+            hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+        } else {
+            <Vec<u8>>::deserialize(d)
+        }
+    }
+}
