@@ -1,1 +1,34 @@
-//! placeholder
+//! The Flotte controller: the server agents connect to, its storage, its
+//! admin API, and the client library `flottectl` is built on.
+//!
+//! # Layout
+//! - [`config`]: the controller's typed configuration (`controller.toml` + flags).
+//! - [`datadir`]: what lives in the data directory, and `init`.
+//! - [`pki`]: the controller's own CA, its server certificate, agent certificates,
+//!   and the TLS configurations built from them.
+//! - [`store`]: SQLite storage with migrations; the only authoritative state.
+//! - [`content`]: content-addressed package storage on disk.
+//! - [`secrets`]: random tokens and their stored hashes.
+//! - [`hub`]: which agents are connected right now, and how to wake their sessions.
+//! - [`quic`]: the QUIC endpoint: one session per agent connection, content streams.
+//! - [`api`]: the HTTPS/JSON admin and enrollment API.
+//! - [`server`]: wires the above into one running controller.
+//! - [`client`]: a blocking admin-API client, used by `flottectl`, the lab and tests.
+//! - [`ctl`]: the `flottectl` commands, including the lab.
+//! - [`error`]: the error enum of this crate.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod content;
+pub mod ctl;
+pub mod datadir;
+pub mod error;
+pub mod hub;
+pub mod pki;
+pub mod quic;
+pub mod secrets;
+pub mod server;
+pub mod store;
+
+pub use error::ControllerError;

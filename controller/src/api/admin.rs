@@ -1,0 +1,175 @@
+//! Admin resources: tokens, agents, signing keys, content, releases,
+//! deployments and per-agent status. Every handler here runs behind the
+//! admin-token check in [`super::router`].
+
+use super::{ApiResult, ApiState, Failure};
+use crate::content::UploadError;
+use crate::secrets;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use flotte_protocol::api::{
+    AgentView, AssignmentView, DeployRequest, DeploymentView, KeyRequest, KeyView, PublishRequest, ReleaseView,
+    ReportView, Target, TokenRequest, TokenResponse,
+};
+use flotte_protocol::{AgentId, ReleaseVerifier, Sha256Digest, TrustedKeys};
+use http_body_util::BodyExt;
+use std::time::Duration;
+use tracing::info;
+
+/// Longest enrollment-token lifetime: 30 days.
+const MAX_TOKEN_TTL: u64 = 30 * 24 * 3600;
+
+pub(super) async fn create_token(
+    State(state): State<ApiState>,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<TokenResponse> {
+    if req.ttl_seconds == 0 || req.ttl_seconds > MAX_TOKEN_TTL {
+        return Err(Failure::new(StatusCode::BAD_REQUEST, format!("ttl must be between 1 s and {MAX_TOKEN_TTL} s")));
+    }
+    let now = state.services.now();
+    let expires_at = now.saturating_add(Duration::from_secs(req.ttl_seconds));
+    let token = secrets::new_token("fet_");
+    state.services.store.add_enrollment_token(&secrets::token_hash(&token), now, expires_at)?;
+    Ok(Json(TokenResponse { token, expires_at }))
+}
+
+pub(super) async fn list_agents(State(state): State<ApiState>) -> ApiResult<Vec<AgentView>> {
+    let mut agents = state.services.store.list_agents()?;
+    for agent in &mut agents {
+        agent.online = state.services.hub.is_online(&agent.id);
+    }
+    Ok(Json(agents))
+}
+
+pub(super) async fn agent_reports(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Vec<ReportView>> {
+    Ok(Json(state.services.store.reports_for(&AgentId(id))?))
+}
+
+pub(super) async fn list_keys(State(state): State<ApiState>) -> ApiResult<Vec<KeyView>> {
+    Ok(Json(state.services.store.list_signing_keys()?))
+}
+
+pub(super) async fn add_key(State(state): State<ApiState>, Json(req): Json<KeyRequest>) -> ApiResult<KeyView> {
+    let view = state.services.store.add_signing_key(&req.public_key, state.services.now())?;
+    info!(key_id = %view.key_id, "release-signing key trusted");
+    Ok(Json(view))
+}
+
+pub(super) async fn upload_content(
+    State(state): State<ApiState>,
+    Path(sha256): Path<String>,
+    body: Body,
+) -> Result<StatusCode, Failure> {
+    let digest: Sha256Digest = sha256.parse().map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("{e}")))?;
+    let services = &state.services;
+    if services.content.size(&digest).is_some() {
+        return Ok(StatusCode::OK);
+    }
+    let mut upload = services.content.begin_upload(services.config.max_package_size).await?;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}")))?;
+        if let Ok(chunk) = frame.into_data() {
+            upload.write(&chunk).await.map_err(upload_failure)?;
+        }
+    }
+    let size = upload.commit(&digest).await.map_err(upload_failure)?;
+    info!(%digest, size, "content stored");
+    Ok(StatusCode::CREATED)
+}
+
+fn upload_failure(e: UploadError) -> Failure {
+    match e {
+        UploadError::TooLarge { .. } => Failure::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            .hint("raise max_package_size in controller.toml if this package is legitimate"),
+        UploadError::DigestMismatch { .. } => Failure::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        UploadError::Storage(e) => Failure::internal(e),
+    }
+}
+
+pub(super) async fn list_releases(State(state): State<ApiState>) -> ApiResult<Vec<ReleaseView>> {
+    Ok(Json(state.services.store.list_releases()?))
+}
+
+pub(super) async fn publish(State(state): State<ApiState>, Json(req): Json<PublishRequest>) -> ApiResult<ReleaseView> {
+    let services = &state.services;
+    let keys = services.store.list_signing_keys()?;
+    let trusted = TrustedKeys::new(keys.into_iter().map(|k| k.public_key));
+    let verified = trusted.verify(&req.release, services.now()).map_err(|e| {
+        Failure::new(StatusCode::UNPROCESSABLE_ENTITY, format!("release refused: {e}"))
+            .hint("sign with a key registered by `flottectl keys add`")
+    })?;
+    let m = verified.metadata();
+    match services.content.size(&m.sha256) {
+        Some(size) if size == m.size => {}
+        Some(size) => {
+            return Err(Failure::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("release says {} bytes but the stored content {} has {size}", m.size, m.sha256),
+            ));
+        }
+        None => {
+            return Err(Failure::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("content {} was not uploaded", m.sha256),
+            )
+            .hint(format!("PUT the package to /v1/content/{} first", m.sha256)));
+        }
+    }
+    if !services.store.insert_release(&req.release, &verified, services.now())? {
+        return Err(Failure::new(StatusCode::CONFLICT, format!("{} is already published", m.label()))
+            .hint("releases are immutable; publish a new version"));
+    }
+    info!(release = %m.label(), sha256 = %m.sha256, "release published");
+    services
+        .store
+        .release(&m.name, &m.version)?
+        .map(Json)
+        .ok_or_else(|| Failure::internal("release vanished after insert"))
+}
+
+pub(super) async fn list_deployments(State(state): State<ApiState>) -> ApiResult<Vec<DeploymentView>> {
+    Ok(Json(state.services.store.list_deployments()?))
+}
+
+pub(super) async fn deploy(State(state): State<ApiState>, Json(req): Json<DeployRequest>) -> ApiResult<DeploymentView> {
+    let services = &state.services;
+    let label = format!("{}@{}", req.name, req.version);
+    if services.store.release(&req.name, &req.version)?.is_none() {
+        return Err(Failure::new(StatusCode::NOT_FOUND, format!("unknown release {label}"))
+            .hint("publish it first with `flottectl package publish`"));
+    }
+    let agents = services.store.list_agents()?;
+    let targets: Vec<AgentId> = match &req.target {
+        Target::All => agents.iter().map(|a| a.id.clone()).collect(),
+        Target::Agents(names) => {
+            let mut ids = Vec::new();
+            for name in names {
+                let agent = agents.iter().find(|a| a.id.0 == *name || a.hostname == *name).ok_or_else(|| {
+                    Failure::new(StatusCode::BAD_REQUEST, format!("unknown agent {name:?}"))
+                        .hint("`flottectl agents list` shows enrolled agents by id and hostname")
+                })?;
+                if !ids.contains(&agent.id) {
+                    ids.push(agent.id.clone());
+                }
+            }
+            ids
+        }
+    };
+    if targets.is_empty() {
+        return Err(Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "no enrolled agents to deploy to")
+            .hint("enroll agents first with `flottectl agents token` and `flotte-agent enroll`"));
+    }
+    let deployment = services.store.create_deployment(&req.name, &req.version, &targets, services.now())?;
+    info!(deployment = deployment.id, release = %label, agents = targets.len(), "deployment created");
+    for agent in &targets {
+        services.hub.wake(agent);
+    }
+    Ok(Json(deployment))
+}
+
+pub(super) async fn list_assignments(State(state): State<ApiState>) -> ApiResult<Vec<AssignmentView>> {
+    Ok(Json(state.services.store.list_assignments()?))
+}

@@ -1,0 +1,159 @@
+//! A blocking client for the admin API, used by `flottectl`, the lab and
+//! the integration tests.
+//!
+//! It trusts only the controller's CA (never the system roots) and speaks
+//! TLS 1.3. Errors from the API keep the server's message and hint.
+
+use flotte_protocol::api::{
+    AgentView, ApiError, AssignmentView, DeployRequest, DeploymentView, KeyRequest, KeyView, PublishRequest,
+    ReleaseView, ReportView, TokenRequest, TokenResponse,
+};
+use flotte_protocol::{AgentId, PublicKey, Sha256Digest, SignedRelease};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the controller at {url}: {source}")]
+    Transport { url: String, source: ureq::Error },
+    #[error("controller refused the request ({status}): {}{}", .body.error, .body.hint.as_deref().map(|h| format!(" (hint: {h})")).unwrap_or_default())]
+    Api { status: u16, body: ApiError },
+    #[error("unexpected response from the controller: {0}")]
+    Decode(String),
+    #[error("cannot read the CA certificate: {0}")]
+    Ca(String),
+    #[error("cannot read {path}: {source}")]
+    File { path: String, source: std::io::Error },
+}
+
+impl ClientError {
+    /// The HTTP status, if the controller answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A connection profile for one controller.
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl AdminClient {
+    /// `base` is e.g. `https://localhost:7443`; `ca_pem` the controller's CA.
+    pub fn new(base: &str, token: Option<String>, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        let cert = ureq::tls::Certificate::from_pem(ca_pem).map_err(|e| ClientError::Ca(e.to_string()))?.to_owned();
+        let tls =
+            ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![cert]))).build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Ok(AdminClient { base: base.trim_end_matches('/').to_string(), token, agent })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token.as_deref().unwrap_or(""))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let mut req = self.agent.get(&url);
+        if self.token.is_some() {
+            req = req.header("Authorization", &self.auth());
+        }
+        decode(req.call().map_err(|source| ClientError::Transport { url, source })?)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let mut req = self.agent.post(&url);
+        if self.token.is_some() {
+            req = req.header("Authorization", &self.auth());
+        }
+        decode(req.send_json(body).map_err(|source| ClientError::Transport { url, source })?)
+    }
+
+    pub fn create_enrollment_token(&self, ttl: Duration) -> Result<TokenResponse, ClientError> {
+        self.post("/v1/enrollment-tokens", &TokenRequest { ttl_seconds: ttl.as_secs().max(1) })
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentView>, ClientError> {
+        self.get("/v1/agents")
+    }
+
+    pub fn reports(&self, agent: &AgentId) -> Result<Vec<ReportView>, ClientError> {
+        self.get(&format!("/v1/agents/{}/reports", agent.0))
+    }
+
+    pub fn add_key(&self, public_key: &PublicKey) -> Result<KeyView, ClientError> {
+        self.post("/v1/keys", &KeyRequest { public_key: public_key.clone() })
+    }
+
+    pub fn keys(&self) -> Result<Vec<KeyView>, ClientError> {
+        self.get("/v1/keys")
+    }
+
+    /// Streams a file to the content store under its digest.
+    pub fn upload_content(&self, digest: &Sha256Digest, path: &Path) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/content/{digest}"));
+        let file_err = |source| ClientError::File { path: path.display().to_string(), source };
+        let mut file = std::fs::File::open(path).map_err(file_err)?;
+        let len = file.metadata().map_err(file_err)?.len();
+        let response = self
+            .agent
+            .put(&url)
+            .header("Authorization", &self.auth())
+            .header("Content-Length", &len.to_string())
+            .send(ureq::SendBody::from_reader(&mut file))
+            .map_err(|source| ClientError::Transport { url, source })?;
+        check(response).map(|_| ())
+    }
+
+    pub fn publish(&self, release: &SignedRelease) -> Result<ReleaseView, ClientError> {
+        self.post("/v1/releases", &PublishRequest { release: release.clone() })
+    }
+
+    pub fn releases(&self) -> Result<Vec<ReleaseView>, ClientError> {
+        self.get("/v1/releases")
+    }
+
+    pub fn deploy(&self, request: &DeployRequest) -> Result<DeploymentView, ClientError> {
+        self.post("/v1/deployments", request)
+    }
+
+    pub fn assignments(&self) -> Result<Vec<AssignmentView>, ClientError> {
+        self.get("/v1/assignments")
+    }
+}
+
+fn check(response: ureq::http::Response<ureq::Body>) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(response);
+    }
+    let mut response = response;
+    let body = response
+        .body_mut()
+        .read_json::<ApiError>()
+        .unwrap_or_else(|e| ApiError { error: format!("HTTP {status} without an error body ({e})"), hint: None });
+    Err(ClientError::Api { status, body })
+}
+
+fn decode<T: DeserializeOwned>(response: ureq::http::Response<ureq::Body>) -> Result<T, ClientError> {
+    check(response)?.body_mut().read_json::<T>().map_err(|e| ClientError::Decode(e.to_string()))
+}

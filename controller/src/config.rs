@@ -1,0 +1,79 @@
+//! The controller's configuration: `controller.toml` in the data directory,
+//! written by `init`, overridable by flags, parsed once into
+//! [`ControllerConfig`] and passed explicitly.
+
+use crate::error::ControllerError;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything the running controller needs to know besides its data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// TCP address of the HTTPS API. QUIC listens on the same address over
+    /// UDP unless `quic_listen` says otherwise.
+    pub listen: SocketAddr,
+    /// UDP address of the QUIC endpoint for agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic_listen: Option<SocketAddr>,
+    /// Names and addresses in the server certificate; agents and flottectl
+    /// must reach the controller by one of them.
+    pub hostnames: Vec<String>,
+    /// Largest package accepted for upload, in bytes.
+    #[serde(default = "default_max_package_size")]
+    pub max_package_size: u64,
+    /// Pace each content stream to this many bytes per second (0 = no limit),
+    /// to keep a fleet-wide push from saturating the uplink.
+    #[serde(default)]
+    pub content_rate_limit: u64,
+}
+
+fn default_max_package_size() -> u64 {
+    4 << 30
+}
+
+impl ControllerConfig {
+    /// The address agents connect to over QUIC.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_listen.unwrap_or(self.listen)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ControllerError> {
+        let text = std::fs::read_to_string(path).map_err(ControllerError::io("cannot read config", path))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ControllerError> {
+        toml::from_str(text).map_err(|e| ControllerError::Config { path: PathBuf::from(path), message: e.to_string() })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_name() {
+        let err =
+            ControllerConfig::parse("listen = \"127.0.0.1:1\"\nhostnames = []\nlisten_port = 3\n", Path::new("c.toml"))
+                .unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn written_config_reads_back() {
+        let c = ControllerConfig {
+            listen: "127.0.0.1:7443".parse().unwrap(),
+            quic_listen: None,
+            hostnames: vec!["localhost".into()],
+            max_package_size: 5,
+            content_rate_limit: 0,
+        };
+        assert_eq!(ControllerConfig::parse(&c.to_toml(), Path::new("c.toml")).unwrap(), c);
+    }
+}

@@ -1,0 +1,70 @@
+//! Serving one content stream: a [`ContentRequest`] in, a
+//! [`ContentResponse`] and the requested byte range out.
+//!
+//! An agent may fetch only content of a release assigned to it. Ranges make
+//! downloads resumable: after a reconnect the agent asks from its offset.
+
+use super::frames::{self, StreamError};
+use crate::server::Services;
+use flotte_protocol::AgentId;
+use flotte_protocol::messages::{ContentRequest, ContentResponse};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tracing::debug;
+
+const CHUNK: usize = 256 * 1024;
+
+pub async fn serve(
+    agent: AgentId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    services: Arc<Services>,
+) -> Result<(), StreamError> {
+    let Some(request) = frames::read::<ContentRequest>(&mut recv, "content request").await? else { return Ok(()) };
+    let allowed = services.store.agent_may_fetch(&agent, &request.digest).unwrap_or(false);
+    let size = services.content.size(&request.digest).filter(|_| allowed);
+    let Some(total_size) = size else {
+        frames::write(&mut send, &ContentResponse::NotFound).await?;
+        return finish(send);
+    };
+    if request.offset > total_size {
+        frames::write(&mut send, &ContentResponse::BadRange { total_size }).await?;
+        return finish(send);
+    }
+    let length = request.length.unwrap_or(u64::MAX).min(total_size - request.offset);
+    debug!(%agent, digest = %request.digest, offset = request.offset, length, "serving content");
+    frames::write(&mut send, &ContentResponse::Ok { total_size, offset: request.offset, length }).await?;
+
+    let path = services.content.path(&request.digest);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return finish(send),
+    };
+    if file.seek(std::io::SeekFrom::Start(request.offset)).await.is_err() {
+        return finish(send);
+    }
+    let rate = services.config.content_rate_limit;
+    let started = tokio::time::Instant::now();
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    while sent < length {
+        let want = usize::try_from((length - sent).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let n = match file.read(&mut buf[..want]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        send.write_all(&buf[..n]).await?;
+        sent += n as u64;
+        if rate > 0 {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
+        }
+    }
+    finish(send)
+}
+
+fn finish(mut send: quinn::SendStream) -> Result<(), StreamError> {
+    // Finishing a stream the peer already reset is not an error worth reporting.
+    let _ = send.finish();
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! One agent connection: identify the agent by its certificate, exchange
+//! `Hello`/`Welcome`, then push assignments and store reports until the
+//! connection ends.
+//!
+//! Guarantees:
+//! - The agent id comes from the certificate fingerprint, never from a
+//!   message. A certificate from our CA that no enrolled agent holds is
+//!   refused.
+//! - A report is acknowledged only after the store has it durably.
+//! - Every pending assignment is (re)sent at the start of each connection,
+//!   so agents that were offline receive it when they return.
+
+use super::frames;
+use crate::pki::fingerprint;
+use crate::server::Services;
+use crate::store::AgentRecord;
+use flotte_protocol::messages::{AgentMessage, ControllerMessage, Hello, Welcome};
+use flotte_protocol::{AssignmentId, PROTOCOL_VERSION, Timestamp};
+use rustls::pki_types::CertificateDer;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Application close codes.
+pub mod close {
+    use quinn::VarInt;
+    pub const UNKNOWN_AGENT: VarInt = VarInt::from_u32(0x10);
+    pub const PROTOCOL: VarInt = VarInt::from_u32(0x11);
+    pub const INCOMPATIBLE: VarInt = VarInt::from_u32(0x12);
+}
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+/// Runs one connection to completion.
+pub async fn run(connection: quinn::Connection, services: Arc<Services>) {
+    let Some(agent) = identify(&connection, &services) else {
+        connection.close(close::UNKNOWN_AGENT, b"certificate does not belong to an enrolled agent");
+        return;
+    };
+    let remote = connection.remote_address();
+    info!(agent = %agent.id, %remote, "agent connected");
+    let registration = services.hub.register(&agent.id, connection.clone());
+    if let Err(e) = converse(&connection, &agent, &services, registration.wake.clone()).await {
+        warn!(agent = %agent.id, error = %e, "session ended with an error");
+    }
+    services.hub.unregister(&agent.id, registration.token);
+    let _ = services.store.touch_agent(&agent.id, now());
+    info!(agent = %agent.id, "agent disconnected");
+}
+
+fn identify(connection: &quinn::Connection, services: &Services) -> Option<AgentRecord> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let leaf = chain.first()?;
+    services.store.agent_by_fingerprint(&fingerprint(leaf)).ok().flatten()
+}
+
+async fn converse(
+    connection: &quinn::Connection,
+    agent: &AgentRecord,
+    services: &Arc<Services>,
+    wake: Arc<tokio::sync::Notify>,
+) -> anyhow::Result<()> {
+    let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await??;
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames::read::<AgentMessage>(&mut recv, "control")).await?? {
+        Some(AgentMessage::Hello(hello)) => hello,
+        _ => {
+            connection.close(close::PROTOCOL, b"expected Hello");
+            anyhow::bail!("first control message was not Hello");
+        }
+    };
+    if !compatible(&hello) {
+        let reason = format!(
+            "agent speaks protocol {}..={}, controller speaks {PROTOCOL_VERSION}; upgrade the older side",
+            hello.min_protocol_version, hello.protocol_version
+        );
+        frames::write(&mut send, &ControllerMessage::Refused { reason: reason.clone() }).await?;
+        let _ = send.finish();
+        connection.close(close::INCOMPATIBLE, reason.as_bytes());
+        anyhow::bail!(reason);
+    }
+    services.store.agent_connected(&agent.id, &hello, now())?;
+    let welcome = Welcome { protocol_version: PROTOCOL_VERSION, agent_id: agent.id.clone(), server_time: now() };
+    frames::write(&mut send, &ControllerMessage::Welcome(welcome)).await?;
+
+    // Reading happens in its own task: a frame read must never be cancelled
+    // half-way by another branch of the select below.
+    let (messages_tx, mut messages) = mpsc::channel::<anyhow::Result<AgentMessage>>(16);
+    tokio::spawn(async move {
+        loop {
+            let message = frames::read::<AgentMessage>(&mut recv, "control").await;
+            let done = !matches!(message, Ok(Some(_)));
+            let _ = messages_tx
+                .send(
+                    message
+                        .map_err(Into::into)
+                        .and_then(|m| m.ok_or_else(|| anyhow::anyhow!("control stream finished"))),
+                )
+                .await;
+            if done {
+                break;
+            }
+        }
+    });
+
+    let mut sent = HashSet::new();
+    push_pending(&mut send, agent, services, &mut sent).await?;
+    loop {
+        tokio::select! {
+            message = messages.recv() => {
+                let Some(message) = message else { return Ok(()) };
+                handle_message(message?, &mut send, agent, services).await?;
+            }
+            () = wake.notified() => push_pending(&mut send, agent, services, &mut sent).await?,
+            stream = connection.accept_bi() => {
+                let (content_send, content_recv) = stream?;
+                let (services, id) = (services.clone(), agent.id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = super::content::serve(id.clone(), content_send, content_recv, services).await {
+                        info!(agent = %id, error = %e, "content stream ended early");
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn compatible(hello: &Hello) -> bool {
+    hello.min_protocol_version <= PROTOCOL_VERSION && hello.protocol_version >= PROTOCOL_VERSION
+}
+
+async fn handle_message(
+    message: AgentMessage,
+    send: &mut quinn::SendStream,
+    agent: &AgentRecord,
+    services: &Services,
+) -> anyhow::Result<()> {
+    match message {
+        AgentMessage::Hello(_) => anyhow::bail!("second Hello on one connection"),
+        AgentMessage::Inventory(inventory) => services.store.update_inventory(&agent.id, &inventory)?,
+        AgentMessage::Report(report) => {
+            let outcome = services.store.record_report(&agent.id, &report, now())?;
+            info!(agent = %agent.id, seq = report.seq, assignment = %report.assignment, state = report.state.name(), ?outcome, "report");
+            // Duplicates are acked too: the agent resends until it hears an ack.
+            frames::write(send, &ControllerMessage::Ack { seq: report.seq }).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn push_pending(
+    send: &mut quinn::SendStream,
+    agent: &AgentRecord,
+    services: &Services,
+    sent: &mut HashSet<AssignmentId>,
+) -> anyhow::Result<()> {
+    for assignment in services.store.pending_assignments(&agent.id)? {
+        if sent.insert(assignment.id) {
+            info!(agent = %agent.id, assignment = %assignment.id, "assigning");
+            frames::write(send, &ControllerMessage::Assign(assignment)).await?;
+        }
+    }
+    Ok(())
+}

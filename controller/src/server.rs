@@ -1,0 +1,91 @@
+//! One running controller: open the store, load the CA, bind the QUIC
+//! endpoint and the HTTPS API, serve until shutdown.
+
+use crate::api;
+use crate::config::ControllerConfig;
+use crate::content::ContentStore;
+use crate::datadir::DataDir;
+use crate::error::ControllerError;
+use crate::hub::Hub;
+use crate::pki::{self, Ca};
+use crate::quic;
+use crate::store::Store;
+use flotte_protocol::Timestamp;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tracing::info;
+
+/// Everything a request or session handler may use. Built once at start.
+pub struct Services {
+    pub config: ControllerConfig,
+    pub store: Store,
+    pub content: ContentStore,
+    pub hub: Hub,
+    /// Signs agent certificates at enrollment.
+    pub ca: Ca,
+}
+
+impl Services {
+    /// The wall clock, read only by the shells (handlers and sessions).
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_system_time(SystemTime::now())
+    }
+}
+
+/// The bound sockets of a started controller.
+pub struct Bound {
+    pub api_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+}
+
+/// Starts the controller in `dir` and runs until `shutdown` resolves.
+/// `on_bound` is called once both sockets are bound (tests and the lab use
+/// it to learn port numbers when they asked for port 0).
+pub async fn run(
+    dir: DataDir,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(&Bound),
+) -> Result<(), ControllerError> {
+    dir.ensure_initialized()?;
+    let store = Store::open(&dir.database())?;
+    let services = Arc::new(Services {
+        store,
+        content: ContentStore::new(dir.content()),
+        hub: Hub::new(),
+        ca: Ca::load(&dir)?,
+        config: config.clone(),
+    });
+
+    let endpoint = quinn::Endpoint::server(pki::quic_server_config(&dir)?, config.quic_addr())
+        .map_err(ControllerError::io("cannot bind QUIC endpoint on", config.quic_addr().to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(ControllerError::io("cannot bind API listener on", config.listen.to_string()))?;
+    let bound = Bound {
+        api_addr: listener.local_addr().map_err(ControllerError::io("cannot read address of", "API listener"))?,
+        quic_addr: endpoint.local_addr().map_err(ControllerError::io("cannot read address of", "QUIC endpoint"))?,
+    };
+    info!(api = %bound.api_addr, quic = %bound.quic_addr, data = %dir.root().display(), "controller listening");
+    on_bound(&bound);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tls = Arc::new(pki::https_server_config(&dir)?);
+    let router = api::router(services.clone(), bound.quic_addr.port());
+    let mut api_stop = stop_rx.clone();
+    let api_task = tokio::spawn(api::serve::serve(listener, tls, router, async move {
+        let _ = api_stop.changed().await;
+    }));
+    let mut quic_stop = stop_rx;
+    let quic_task = tokio::spawn(quic::serve(endpoint.clone(), services, async move {
+        let _ = quic_stop.changed().await;
+    }));
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = api_task.await;
+    let _ = quic_task.await;
+    endpoint.wait_idle().await;
+    Ok(())
+}

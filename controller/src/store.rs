@@ -1,0 +1,696 @@
+//! The controller's authoritative state, in SQLite.
+//!
+//! Everything that must survive a restart lives here, never only in memory:
+//! a second controller replica (PostgreSQL, a later issue) must be able to
+//! take over from this state alone. The SQL is kept portable (no SQLite-only
+//! functions) for that reason.
+//!
+//! Guarantees:
+//! - The schema is created and upgraded by numbered migrations.
+//! - `synchronous=FULL`: when a method returns, its change is on disk, so an
+//!   acknowledgement sent after it is never a lie.
+//! - An enrollment token is consumed at most once, atomically.
+//! - A report is stored at most once per (agent, seq), and only for an
+//!   assignment of that agent.
+//! - The store never reads the clock; callers pass `now`.
+
+use crate::error::ControllerError;
+use flotte_protocol::api::{AgentView, AssignmentView, DeploymentView, KeyView, ReleaseView, ReportView};
+use flotte_protocol::messages::{Assignment, Hello, InstallState, InstalledPackage, Inventory, Report};
+use flotte_protocol::{AgentId, AssignmentId, InstallerKind, PublicKey, SignedRelease, Timestamp, VerifiedRelease};
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+const MIGRATIONS: &[M<'static>] = &[M::up(
+    "CREATE TABLE admin_tokens (
+        hash TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE enrollment_tokens (
+        hash TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used_at BIGINT,
+        used_by TEXT
+    );
+    CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        hostname TEXT NOT NULL,
+        cert_fingerprint TEXT NOT NULL UNIQUE,
+        enrolled_at BIGINT NOT NULL,
+        last_seen BIGINT,
+        os TEXT NOT NULL DEFAULT '',
+        os_version TEXT NOT NULL DEFAULT '',
+        kernel TEXT NOT NULL DEFAULT '',
+        arch TEXT NOT NULL DEFAULT '',
+        agent_version TEXT NOT NULL DEFAULT '',
+        packages TEXT NOT NULL DEFAULT '[]',
+        last_report_seq BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE signing_keys (
+        key_id TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        added_at BIGINT NOT NULL
+    );
+    CREATE TABLE releases (
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        installer TEXT NOT NULL,
+        signed_by TEXT NOT NULL,
+        signed BLOB NOT NULL,
+        published_at BIGINT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        FOREIGN KEY (name, version) REFERENCES releases (name, version)
+    );
+    CREATE TABLE assignments (
+        id INTEGER PRIMARY KEY,
+        deployment_id BIGINT NOT NULL REFERENCES deployments (id),
+        agent_id TEXT NOT NULL REFERENCES agents (id),
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT,
+        terminal INTEGER NOT NULL DEFAULT 0,
+        updated_at BIGINT NOT NULL,
+        active_version TEXT,
+        UNIQUE (deployment_id, agent_id)
+    );
+    CREATE INDEX assignments_pending ON assignments (agent_id, terminal);
+    CREATE TABLE reports (
+        agent_id TEXT NOT NULL REFERENCES agents (id),
+        seq BIGINT NOT NULL,
+        assignment_id BIGINT NOT NULL REFERENCES assignments (id),
+        state TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        active_before TEXT,
+        active_after TEXT,
+        PRIMARY KEY (agent_id, seq)
+    );",
+)];
+
+/// What happened to an enrollment token presented by an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    Accepted,
+    Unknown,
+    AlreadyUsed,
+    Expired,
+}
+
+/// What happened to a report an agent sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    Stored,
+    /// Sequence number already seen: a retransmission or a replay.
+    Duplicate,
+    /// The assignment does not exist or belongs to another agent.
+    Foreign,
+}
+
+/// An agent as the QUIC layer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub hostname: String,
+}
+
+/// The SQLite-backed store. Cheap to share behind an `Arc`.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn ts(t: Timestamp) -> i64 {
+    i64::try_from(t.as_unix_millis()).unwrap_or(i64::MAX)
+}
+
+fn from_ts(v: i64) -> Timestamp {
+    Timestamp::from_unix_millis(u64::try_from(v).unwrap_or(0))
+}
+
+fn corrupt(what: &str) -> impl FnOnce(String) -> ControllerError + '_ {
+    move |e| ControllerError::Corrupt(format!("{what}: {e}"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, ControllerError> {
+        Self::setup(Connection::open(path)?)
+    }
+
+    /// An in-memory store, for unit tests.
+    pub fn open_in_memory() -> Result<Self, ControllerError> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self, ControllerError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // ---- credentials ----
+
+    pub fn add_admin_token(&self, hash: &str, now: Timestamp) -> Result<(), ControllerError> {
+        self.conn().execute("INSERT INTO admin_tokens (hash, created_at) VALUES (?1, ?2)", params![hash, ts(now)])?;
+        Ok(())
+    }
+
+    pub fn is_admin_token(&self, hash: &str) -> Result<bool, ControllerError> {
+        let found = self
+            .conn()
+            .query_row("SELECT 1 FROM admin_tokens WHERE hash = ?1", params![hash], |_| Ok(()))
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    pub fn add_enrollment_token(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), ControllerError> {
+        self.conn().execute(
+            "INSERT INTO enrollment_tokens (hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
+            params![hash, ts(now), ts(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    /// Consumes the token and registers the agent in one transaction: either
+    /// both happen or neither.
+    pub fn enroll(
+        &self,
+        token_hash: &str,
+        agent: &AgentRecord,
+        cert_fingerprint: &str,
+        now: Timestamp,
+    ) -> Result<TokenUse, ControllerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let row: Option<(i64, Option<i64>)> = tx
+            .query_row("SELECT expires_at, used_at FROM enrollment_tokens WHERE hash = ?1", params![token_hash], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let outcome = match row {
+            None => TokenUse::Unknown,
+            Some((_, Some(_))) => TokenUse::AlreadyUsed,
+            Some((expires, None)) if expires <= ts(now) => TokenUse::Expired,
+            Some(_) => {
+                tx.execute(
+                    "UPDATE enrollment_tokens SET used_at = ?2, used_by = ?3 WHERE hash = ?1 AND used_at IS NULL",
+                    params![token_hash, ts(now), agent.id.0],
+                )?;
+                tx.execute(
+                    "INSERT INTO agents (id, hostname, cert_fingerprint, enrolled_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![agent.id.0, agent.hostname, cert_fingerprint, ts(now)],
+                )?;
+                TokenUse::Accepted
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    // ---- agents ----
+
+    pub fn agent_by_fingerprint(&self, fingerprint: &str) -> Result<Option<AgentRecord>, ControllerError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT id, hostname FROM agents WHERE cert_fingerprint = ?1", params![fingerprint], |r| {
+                Ok(AgentRecord { id: AgentId(r.get(0)?), hostname: r.get(1)? })
+            })
+            .optional()?)
+    }
+
+    /// Records a connection's `Hello`.
+    pub fn agent_connected(&self, id: &AgentId, hello: &Hello, now: Timestamp) -> Result<(), ControllerError> {
+        self.conn().execute(
+            "UPDATE agents SET last_seen = ?2, agent_version = ?3 WHERE id = ?1",
+            params![id.0, ts(now), hello.agent_version],
+        )?;
+        self.update_inventory(id, &hello.inventory)
+    }
+
+    pub fn update_inventory(&self, id: &AgentId, inv: &Inventory) -> Result<(), ControllerError> {
+        let packages = serde_json::to_string(&inv.packages).unwrap_or_else(|_| "[]".into());
+        self.conn().execute(
+            "UPDATE agents SET hostname = ?2, os = ?3, os_version = ?4, kernel = ?5, arch = ?6, packages = ?7
+             WHERE id = ?1",
+            params![id.0, inv.hostname, inv.os, inv.os_version, inv.kernel, inv.arch, packages],
+        )?;
+        Ok(())
+    }
+
+    pub fn touch_agent(&self, id: &AgentId, now: Timestamp) -> Result<(), ControllerError> {
+        self.conn().execute("UPDATE agents SET last_seen = ?2 WHERE id = ?1", params![id.0, ts(now)])?;
+        Ok(())
+    }
+
+    /// All agents; `online` is filled in by the caller, who knows the sessions.
+    pub fn list_agents(&self) -> Result<Vec<AgentView>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, hostname, os, arch, agent_version, enrolled_at, last_seen, packages FROM agents ORDER BY hostname, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                AgentView {
+                    id: AgentId(r.get(0)?),
+                    hostname: r.get(1)?,
+                    os: r.get(2)?,
+                    arch: r.get(3)?,
+                    agent_version: r.get(4)?,
+                    online: false,
+                    enrolled_at: from_ts(r.get(5)?),
+                    last_seen: r.get::<_, Option<i64>>(6)?.map(from_ts),
+                    packages: vec![],
+                },
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (mut view, packages) = row?;
+            view.packages = serde_json::from_str::<Vec<InstalledPackage>>(&packages)
+                .map_err(|e| corrupt("agent packages")(e.to_string()))?;
+            Ok(view)
+        })
+        .collect()
+    }
+
+    // ---- signing keys ----
+
+    pub fn add_signing_key(&self, key: &PublicKey, now: Timestamp) -> Result<KeyView, ControllerError> {
+        self.conn().execute(
+            "INSERT INTO signing_keys (key_id, public_key, added_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key_id) DO NOTHING",
+            params![key.key_id().to_string(), key.to_hex(), ts(now)],
+        )?;
+        self.list_signing_keys()?
+            .into_iter()
+            .find(|k| k.key_id == key.key_id())
+            .ok_or_else(|| ControllerError::Corrupt("signing key vanished after insert".into()))
+    }
+
+    pub fn list_signing_keys(&self) -> Result<Vec<KeyView>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT public_key, added_at FROM signing_keys ORDER BY added_at")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|row| {
+            let (hex_key, added) = row?;
+            let bytes: [u8; 32] = hex::decode(&hex_key)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| ControllerError::Corrupt(format!("signing key {hex_key:?}")))?;
+            let public_key = PublicKey::from_bytes(&bytes).map_err(|e| corrupt("signing key")(e.to_string()))?;
+            Ok(KeyView { key_id: public_key.key_id(), public_key, added_at: from_ts(added) })
+        })
+        .collect()
+    }
+
+    // ---- releases ----
+
+    /// Stores a verified release. Returns `false` if that name and version
+    /// already exist (releases are immutable).
+    pub fn insert_release(
+        &self,
+        signed: &SignedRelease,
+        verified: &VerifiedRelease,
+        now: Timestamp,
+    ) -> Result<bool, ControllerError> {
+        let m = verified.metadata();
+        let blob = postcard::to_stdvec(signed).map_err(|e| ControllerError::Other(e.to_string()))?;
+        let n = self.conn().execute(
+            "INSERT INTO releases (name, version, sha256, size, installer, signed_by, signed, published_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (name, version) DO NOTHING",
+            params![
+                m.name,
+                m.version,
+                m.sha256.to_hex(),
+                i64::try_from(m.size).unwrap_or(i64::MAX),
+                m.installer.to_string(),
+                verified.signed_by().to_string(),
+                blob,
+                ts(now)
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn list_releases(&self) -> Result<Vec<ReleaseView>, ControllerError> {
+        self.query_releases("SELECT name, version, sha256, size, installer, signed_by, published_at FROM releases ORDER BY name, published_at", params![])
+    }
+
+    pub fn release(&self, name: &str, version: &str) -> Result<Option<ReleaseView>, ControllerError> {
+        Ok(self
+            .query_releases(
+                "SELECT name, version, sha256, size, installer, signed_by, published_at FROM releases
+                 WHERE name = ?1 AND version = ?2",
+                params![name, version],
+            )?
+            .pop())
+    }
+
+    fn query_releases(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<ReleaseView>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (name, version, sha, size, installer, signed_by, published) = row?;
+            Ok(ReleaseView {
+                name,
+                version,
+                sha256: sha
+                    .parse()
+                    .map_err(|e: flotte_protocol::digest::ParseDigestError| corrupt("release sha256")(e.to_string()))?,
+                size: u64::try_from(size).unwrap_or(0),
+                installer: installer.parse::<InstallerKind>().map_err(corrupt("release installer"))?,
+                signed_by: flotte_protocol::KeyId(signed_by.parse().map_err(
+                    |e: flotte_protocol::digest::ParseDigestError| corrupt("release key id")(e.to_string()),
+                )?),
+                published_at: from_ts(published),
+            })
+        })
+        .collect()
+    }
+
+    // ---- deployments and assignments ----
+
+    /// Creates a deployment and one assignment per agent, atomically.
+    pub fn create_deployment(
+        &self,
+        name: &str,
+        version: &str,
+        agents: &[AgentId],
+        now: Timestamp,
+    ) -> Result<DeploymentView, ControllerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO deployments (name, version, created_at) VALUES (?1, ?2, ?3)",
+            params![name, version, ts(now)],
+        )?;
+        let id = tx.last_insert_rowid();
+        for agent in agents {
+            tx.execute(
+                "INSERT INTO assignments (deployment_id, agent_id, name, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, agent.0, name, version, ts(now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(DeploymentView {
+            id: u64::try_from(id).unwrap_or(0),
+            name: name.into(),
+            version: version.into(),
+            created_at: now,
+            assignments: agents.len() as u64,
+        })
+    }
+
+    pub fn list_deployments(&self) -> Result<Vec<DeploymentView>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT d.id, d.name, d.version, d.created_at, COUNT(a.id) FROM deployments d
+             LEFT JOIN assignments a ON a.deployment_id = d.id GROUP BY d.id, d.name, d.version, d.created_at ORDER BY d.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DeploymentView {
+                id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                name: r.get(1)?,
+                version: r.get(2)?,
+                created_at: from_ts(r.get(3)?),
+                assignments: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Assignments of `agent` that have not reached a terminal state, oldest
+    /// first, with the signed release each one installs.
+    pub fn pending_assignments(&self, agent: &AgentId) -> Result<Vec<Assignment>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.id, r.signed, d.created_at FROM assignments a
+             JOIN releases r ON r.name = a.name AND r.version = a.version
+             JOIN deployments d ON d.id = a.deployment_id
+             WHERE a.agent_id = ?1 AND a.terminal = 0 ORDER BY a.id",
+        )?;
+        let rows = stmt
+            .query_map(params![agent.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?)))?;
+        rows.map(|row| {
+            let (id, blob, created) = row?;
+            let release: SignedRelease =
+                postcard::from_bytes(&blob).map_err(|e| corrupt("stored release")(e.to_string()))?;
+            Ok(Assignment { id: AssignmentId(u64::try_from(id).unwrap_or(0)), release, issued_at: from_ts(created) })
+        })
+        .collect()
+    }
+
+    /// Whether `agent` has an assignment whose release has content `digest`.
+    pub fn agent_may_fetch(
+        &self,
+        agent: &AgentId,
+        digest: &flotte_protocol::Sha256Digest,
+    ) -> Result<bool, ControllerError> {
+        let found = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM assignments a JOIN releases r ON r.name = a.name AND r.version = a.version
+                 WHERE a.agent_id = ?1 AND r.sha256 = ?2 LIMIT 1",
+                params![agent.0, digest.to_hex()],
+                |_| Ok(()),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Stores a report from `agent` and moves its assignment's state.
+    pub fn record_report(
+        &self,
+        agent: &AgentId,
+        report: &Report,
+        now: Timestamp,
+    ) -> Result<ReportOutcome, ControllerError> {
+        let seq = i64::try_from(report.seq).unwrap_or(i64::MAX);
+        let assignment = i64::try_from(report.assignment.0).unwrap_or(-1);
+        let state = serde_json::to_string(&report.state).map_err(|e| ControllerError::Other(e.to_string()))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let seen: i64 = tx.query_row(
+            "SELECT 1 FROM reports WHERE agent_id = ?1 AND seq = ?2 UNION ALL SELECT 0 LIMIT 1",
+            params![agent.0, seq],
+            |r| r.get(0),
+        )?;
+        if seen == 1 {
+            return Ok(ReportOutcome::Duplicate);
+        }
+        let owner: Option<String> = tx
+            .query_row("SELECT agent_id FROM assignments WHERE id = ?1", params![assignment], |r| r.get(0))
+            .optional()?;
+        if owner.as_deref() != Some(agent.0.as_str()) {
+            return Ok(ReportOutcome::Foreign);
+        }
+        tx.execute(
+            "INSERT INTO reports (agent_id, seq, assignment_id, state, at, received_at, active_before, active_after)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![agent.0, seq, assignment, state, ts(report.at), ts(now), report.active_before, report.active_after],
+        )?;
+        // Reports arrive in sequence order per agent; the latest one wins.
+        tx.execute(
+            "UPDATE assignments SET state = ?2, terminal = ?3, updated_at = ?4, active_version = ?5
+             WHERE id = ?1 AND terminal = 0",
+            params![assignment, state, report.state.is_terminal(), ts(now), report.active_after],
+        )?;
+        tx.execute(
+            "UPDATE agents SET last_report_seq = MAX(last_report_seq, ?2) WHERE id = ?1",
+            params![agent.0, seq],
+        )?;
+        tx.commit()?;
+        Ok(ReportOutcome::Stored)
+    }
+
+    pub fn list_assignments(&self) -> Result<Vec<AssignmentView>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.id, a.deployment_id, a.agent_id, g.hostname, a.name, a.version, a.state, a.updated_at, a.active_version
+             FROM assignments a JOIN agents g ON g.id = a.agent_id ORDER BY a.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, dep, agent, hostname, name, version, state, updated, active) = row?;
+            Ok(AssignmentView {
+                id: AssignmentId(u64::try_from(id).unwrap_or(0)),
+                deployment: u64::try_from(dep).unwrap_or(0),
+                agent: AgentId(agent),
+                hostname,
+                name,
+                version,
+                state: parse_state(state.as_deref())?,
+                updated_at: from_ts(updated),
+                active_version: active,
+            })
+        })
+        .collect()
+    }
+
+    pub fn reports_for(&self, agent: &AgentId) -> Result<Vec<ReportView>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, assignment_id, state, at, received_at, active_before, active_after FROM reports
+             WHERE agent_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![agent.0], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (seq, assignment, state, at, received, before, after) = row?;
+            Ok(ReportView {
+                seq: u64::try_from(seq).unwrap_or(0),
+                assignment: AssignmentId(u64::try_from(assignment).unwrap_or(0)),
+                state: parse_state(Some(&state))?
+                    .ok_or_else(|| ControllerError::Corrupt("empty report state".into()))?,
+                at: from_ts(at),
+                received_at: from_ts(received),
+                active_before: before,
+                active_after: after,
+            })
+        })
+        .collect()
+    }
+}
+
+fn parse_state(state: Option<&str>) -> Result<Option<InstallState>, ControllerError> {
+    state.map(|s| serde_json::from_str(s).map_err(|e| corrupt("install state")(e.to_string()))).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotte_protocol::{ReleaseMetadata, ReleaseVerifier, SecretKey, Sha256Digest, TrustedKeys};
+
+    const T0: Timestamp = Timestamp::from_unix_millis(1_000_000);
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord { id: AgentId(id.into()), hostname: format!("host-{id}") }
+    }
+
+    fn enrolled(store: &Store, id: &str) -> AgentId {
+        let token = format!("tok-{id}");
+        store.add_enrollment_token(&token, T0, T0.saturating_add(std::time::Duration::from_secs(60))).unwrap();
+        assert_eq!(store.enroll(&token, &agent(id), &format!("fp-{id}"), T0).unwrap(), TokenUse::Accepted);
+        AgentId(id.into())
+    }
+
+    fn published(store: &Store) {
+        let key = SecretKey::from_seed([7; 32]);
+        let signed = key.sign_release(&ReleaseMetadata {
+            name: "app".into(),
+            version: "1.0".into(),
+            sha256: Sha256Digest::of(b"x"),
+            size: 1,
+            installer: InstallerKind::Archive,
+            created_at: T0,
+        });
+        let verified = TrustedKeys::new([key.public_key()]).verify(&signed, T0).unwrap();
+        assert!(store.insert_release(&signed, &verified, T0).unwrap());
+        assert!(!store.insert_release(&signed, &verified, T0).unwrap(), "releases are immutable");
+    }
+
+    fn report(seq: u64, assignment: AssignmentId, state: InstallState) -> Report {
+        Report { seq, assignment, state, at: T0, active_before: None, active_after: Some("1.0".into()) }
+    }
+
+    #[test]
+    fn an_enrollment_token_works_once_and_not_after_expiry() {
+        let store = Store::open_in_memory().unwrap();
+        enrolled(&store, "a");
+        assert_eq!(store.enroll("tok-a", &agent("b"), "fp-b", T0).unwrap(), TokenUse::AlreadyUsed);
+        assert_eq!(store.enroll("nope", &agent("b"), "fp-b", T0).unwrap(), TokenUse::Unknown);
+        store.add_enrollment_token("old", T0, T0).unwrap();
+        assert_eq!(store.enroll("old", &agent("b"), "fp-b", T0).unwrap(), TokenUse::Expired);
+        assert!(store.agent_by_fingerprint("fp-b").unwrap().is_none(), "a refused enrollment registers nothing");
+        assert_eq!(store.agent_by_fingerprint("fp-a").unwrap(), Some(agent("a")));
+    }
+
+    #[test]
+    fn reports_are_stored_once_and_only_for_the_agents_own_assignments() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, b) = (enrolled(&store, "a"), enrolled(&store, "b"));
+        published(&store);
+        store.create_deployment("app", "1.0", &[a.clone()], T0).unwrap();
+        let pending = store.pending_assignments(&a).unwrap();
+        assert_eq!(pending.len(), 1);
+        let id = pending[0].id;
+        assert_eq!(
+            store.record_report(&b, &report(1, id, InstallState::Succeeded), T0).unwrap(),
+            ReportOutcome::Foreign
+        );
+        assert_eq!(store.record_report(&a, &report(1, id, InstallState::Received), T0).unwrap(), ReportOutcome::Stored);
+        assert_eq!(
+            store.record_report(&a, &report(1, id, InstallState::Succeeded), T0).unwrap(),
+            ReportOutcome::Duplicate
+        );
+        assert_eq!(store.list_assignments().unwrap()[0].state, Some(InstallState::Received));
+        assert_eq!(
+            store.record_report(&a, &report(2, id, InstallState::Succeeded), T0).unwrap(),
+            ReportOutcome::Stored
+        );
+        assert!(store.pending_assignments(&a).unwrap().is_empty(), "a terminal assignment is no longer pending");
+        assert_eq!(store.reports_for(&a).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn migrations_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        enrolled(&Store::open(&path).unwrap(), "a");
+        assert!(Store::open(&path).unwrap().agent_by_fingerprint("fp-a").unwrap().is_some());
+    }
+}
