@@ -14,7 +14,8 @@
 //! - [`api`]: the HTTPS/JSON admin and enrollment API.
 //! - [`server`]: wires the above into one running controller.
 //! - [`client`]: a blocking admin-API client, used by `flottectl`, the lab and tests.
-//! - [`ctl`]: the `flottectl` commands, including the lab.
+//! - [`ctl`]: the `flottectl` commands.
+//! - [`lab`]: real controller and agent processes on loopback: the lab and the test harness.
 //! - [`error`]: the error enum of this crate.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod ctl;
 pub mod datadir;
 pub mod error;
 pub mod hub;
+pub mod lab;
 pub mod pki;
 pub mod quic;
 pub mod secrets;

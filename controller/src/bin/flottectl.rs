@@ -1,1 +1,271 @@
-fn main() {}
+//! `flottectl`: the admin CLI. It talks to the controller only through the
+//! authenticated HTTPS API.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use flotte_controller::client::AdminClient;
+use flotte_controller::ctl::{keys, output, package, profile};
+use flotte_controller::lab::{self, LabOptions};
+use flotte_protocol::api::{DeployRequest, Target};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Administer a Flotte fleet: agents, signing keys, packages, deployments.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the controller is and how to authenticate.
+#[derive(Args)]
+struct Connection {
+    /// flottectl config file [default: ~/.config/flotte/flottectl.toml]
+    #[arg(long, env = "FLOTTE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Controller API URL, e.g. https://ctl.example.org:7443
+    #[arg(long, env = "FLOTTE_URL", global = true)]
+    url: Option<String>,
+    /// Admin token.
+    #[arg(long, env = "FLOTTE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The controller's CA certificate.
+    #[arg(long, env = "FLOTTE_CA", global = true)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrolled agents and enrollment tokens.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Release-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Packages and releases.
+    #[command(subcommand)]
+    Package(PackageCommand),
+    /// Push a release to agents: `flottectl deploy app@1.2.0 --to all`.
+    Deploy {
+        /// NAME@VERSION of a published release.
+        release: String,
+        /// `all`, or a comma-separated list of agent ids or hostnames.
+        #[arg(long)]
+        to: String,
+    },
+    /// Per-agent state of every assignment.
+    Status,
+    /// Run a local lab: a controller and N agents on loopback, one deployment.
+    Lab {
+        /// How many agents to start.
+        #[arg(long, default_value_t = 5)]
+        agents: usize,
+        /// Keep the lab directory (data, logs) afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Give up if the deployment takes longer (e.g. 90s, 5m).
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// Issue a one-time enrollment token.
+    Token {
+        /// How long the token stays valid (e.g. 30m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// List enrolled agents.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a signing key pair offline: FILE (secret, 0600) and FILE.pub.
+    Generate {
+        /// Where to write the secret key. Keep it off the controller.
+        #[arg(long, default_value = "signing.key")]
+        out: PathBuf,
+    },
+    /// Make agents trust a public key (given to agents at enrollment).
+    Add { public_key: PathBuf },
+    /// List trusted keys.
+    List,
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Sign, upload and publish a package file.
+    Publish {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// Secret signing key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List published releases.
+    List,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(c: &Connection) -> Result<AdminClient> {
+    profile::resolve(c.config.as_deref(), c.url.clone(), c.token.clone(), c.ca.clone())?.client()
+}
+
+fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human(value));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        Command::Agents(AgentsCommand::Token { ttl }) => {
+            let t = client(&cli.connection)?.create_enrollment_token(ttl)?;
+            emit(json, &t, |t| format!("{}\n(valid until {}, single use)\n", t.token, t.expires_at))
+        }
+        Command::Agents(AgentsCommand::List) => {
+            let agents = client(&cli.connection)?.agents()?;
+            emit(json, &agents, |agents| {
+                let rows: Vec<Vec<String>> = agents
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.to_string(),
+                            a.hostname.clone(),
+                            if a.online { "online".into() } else { "offline".into() },
+                            format!("{} {}", a.os, a.arch).trim().to_string(),
+                            a.last_seen.map_or("never".into(), |t| t.to_string()),
+                            a.packages.iter().map(|p| format!("{}@{}", p.name, p.version)).collect::<Vec<_>>().join(" "),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "HOSTNAME", "STATUS", "PLATFORM", "LAST SEEN", "PACKAGES"], &rows)
+            })
+        }
+        Command::Keys(KeysCommand::Generate { out }) => {
+            let (key, public) = keys::generate(&out)?;
+            let id = key.public_key().key_id().to_string();
+            emit(json, &serde_json::json!({"key_id": id, "secret": out, "public": public}), |_| {
+                format!(
+                    "wrote {} (secret, keep it offline) and {}\nkey id {id}\nnext: flottectl keys add {}\n",
+                    out.display(),
+                    public.display(),
+                    public.display()
+                )
+            })
+        }
+        Command::Keys(KeysCommand::Add { public_key }) => {
+            let key = keys::load_public(&public_key)?;
+            let view = client(&cli.connection)?.add_key(&key)?;
+            emit(json, &view, |v| format!("trusted key {} (agents enrolled from now on receive it)\n", v.key_id))
+        }
+        Command::Keys(KeysCommand::List) => {
+            let keys = client(&cli.connection)?.keys()?;
+            emit(json, &keys, |keys| {
+                let rows: Vec<_> = keys.iter().map(|k| vec![k.key_id.to_string(), k.added_at.to_string()]).collect();
+                output::table(&["KEY ID", "ADDED"], &rows)
+            })
+        }
+        Command::Package(PackageCommand::Publish { file, name, version, key }) => {
+            let secret = keys::load_secret(&key)?;
+            let release = package::publish(&client(&cli.connection)?, &secret, &file, &name, &version)?;
+            emit(json, &release, |r| {
+                format!("published {}@{} ({}, sha256 {})\n", r.name, r.version, output::size(r.size), r.sha256)
+            })
+        }
+        Command::Package(PackageCommand::List) => {
+            let releases = client(&cli.connection)?.releases()?;
+            emit(json, &releases, |rs| {
+                let rows: Vec<_> = rs
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            format!("{}@{}", r.name, r.version),
+                            output::size(r.size),
+                            r.sha256.to_string()[..16].to_string(),
+                            r.published_at.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["RELEASE", "SIZE", "SHA256", "PUBLISHED"], &rows)
+            })
+        }
+        Command::Deploy { release, to } => {
+            let (name, version) = release
+                .split_once('@')
+                .context("release must be written NAME@VERSION, e.g. app@1.2.0")?;
+            let target = if to == "all" {
+                Target::All
+            } else {
+                Target::Agents(to.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            };
+            let d = client(&cli.connection)?.deploy(&DeployRequest { name: name.into(), version: version.into(), target })?;
+            emit(json, &d, |d| {
+                format!("deployment {} of {}@{} to {} agents\nfollow it with: flottectl status\n", d.id, d.name, d.version, d.assignments)
+            })
+        }
+        Command::Status => {
+            let assignments = client(&cli.connection)?.assignments()?;
+            emit(json, &assignments, |all| {
+                let rows: Vec<_> = all
+                    .iter()
+                    .map(|a| {
+                        let detail = match &a.state {
+                            Some(flotte_protocol::messages::InstallState::Failed { message, .. }) => message.clone(),
+                            _ => String::new(),
+                        };
+                        vec![
+                            a.deployment.to_string(),
+                            a.hostname.clone(),
+                            format!("{}@{}", a.name, a.version),
+                            a.state.as_ref().map_or("assigned", |s| s.name()).to_string(),
+                            a.active_version.clone().unwrap_or_else(|| "-".into()),
+                            a.updated_at.to_string(),
+                            detail,
+                        ]
+                    })
+                    .collect();
+                output::table(&["DEPLOYMENT", "AGENT", "RELEASE", "STATE", "ACTIVE", "UPDATED", "DETAIL"], &rows)
+            })
+        }
+        Command::Lab { agents, keep, timeout } => {
+            if agents == 0 {
+                bail!("--agents must be at least 1");
+            }
+            let ok = lab::run(&LabOptions { agents, keep, timeout })?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

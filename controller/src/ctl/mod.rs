@@ -1,1 +1,14 @@
-//! placeholder
+//! The `flottectl` commands as library functions, so the binary stays a thin
+//! argument parser and tests can call the same code.
+//!
+//! - [`profile`]: where flottectl finds the controller URL, token and CA.
+//! - [`keys`]: generating release-signing key files.
+//! - [`package`]: hashing, signing, uploading and publishing a package.
+//! - [`sample`]: a small sample archive package for the lab and tests.
+//! - [`output`]: human-readable tables, sizes and times.
+
+pub mod keys;
+pub mod output;
+pub mod package;
+pub mod profile;
+pub mod sample;
