@@ -6,6 +6,7 @@
 //! DATA/ca.crt, ca.key    the controller's own CA (key 0600)
 //! DATA/server.crt, .key  the TLS server certificate for QUIC and HTTPS
 //! DATA/content/          package content by sha256
+//! DATA/quic-reset.key    QUIC stateless-reset secret (0600), stable across restarts
 //! ```
 //!
 //! Release-signing keys are *not* here: a stolen data directory must not be
@@ -53,6 +54,22 @@ impl DataDir {
     }
     pub fn content(&self) -> PathBuf {
         self.root.join("content")
+    }
+
+    /// The QUIC stateless-reset secret, created on first use (0600).
+    pub fn reset_key(&self) -> Result<[u8; 32], ControllerError> {
+        let path = self.root.join("quic-reset.key");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                bytes.try_into().map_err(|_| ControllerError::Corrupt(format!("{} is not 32 bytes", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = crate::secrets::random_seed();
+                write_atomic(&path, &key, 0o600)?;
+                Ok(key)
+            }
+            Err(e) => Err(ControllerError::Io { context: "cannot read", path, source: e }),
+        }
     }
 
     /// Creates the directory (0700) for `init`; refuses one that already

@@ -39,6 +39,21 @@ pub struct Bound {
     pub quic_addr: SocketAddr,
 }
 
+/// Binds the QUIC endpoint with the data directory's stateless-reset key.
+///
+/// Because the key survives restarts, a restarted controller can tell agents
+/// at once that their old connection is gone (a stateless reset), instead of
+/// leaving them to wait out the idle timeout before reconnecting.
+fn bind_quic(dir: &DataDir, config: &ControllerConfig) -> Result<quinn::Endpoint, ControllerError> {
+    let addr = config.quic_addr();
+    let socket = std::net::UdpSocket::bind(addr)
+        .map_err(ControllerError::io("cannot bind QUIC endpoint on", addr.to_string()))?;
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &dir.reset_key()?);
+    let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    quinn::Endpoint::new(endpoint_config, Some(pki::quic_server_config(dir)?), socket, Arc::new(quinn::TokioRuntime))
+        .map_err(ControllerError::io("cannot start QUIC endpoint on", addr.to_string()))
+}
+
 /// Starts the controller in `dir` and runs until `shutdown` resolves.
 /// `on_bound` is called once both sockets are bound (tests and the lab use
 /// it to learn port numbers when they asked for port 0).
@@ -58,8 +73,7 @@ pub async fn run(
         config: config.clone(),
     });
 
-    let endpoint = quinn::Endpoint::server(pki::quic_server_config(&dir)?, config.quic_addr())
-        .map_err(ControllerError::io("cannot bind QUIC endpoint on", config.quic_addr().to_string()))?;
+    let endpoint = bind_quic(&dir, &config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(ControllerError::io("cannot bind API listener on", config.listen.to_string()))?;

@@ -4,7 +4,7 @@
 use crate::signing::KeyId;
 
 /// A frame could not be encoded or decoded.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     /// The length prefix announces more than the protocol allows. The frame
     /// is refused before anything is allocated for it.
@@ -22,7 +22,7 @@ pub enum FrameError {
 }
 
 /// A package name or version is not acceptable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
     #[error("{what} is empty")]
     Empty { what: &'static str },
@@ -35,7 +35,7 @@ pub enum NameError {
 }
 
 /// A signed release failed verification. The release must not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
     #[error("release carries no signature")]
     Unsigned,
@@ -50,7 +50,7 @@ pub enum VerifyError {
 }
 
 /// A key file could not be parsed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("not a Flotte {expected} key file (first line must be {header:?})")]
     WrongHeader { expected: &'static str, header: &'static str },

@@ -54,9 +54,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match real_main(Cli::parse()) {
@@ -75,7 +73,12 @@ fn real_main(cli: Cli) -> Result<()> {
     }
 }
 
-fn init(data_dir: PathBuf, listen: SocketAddr, mut hostnames: Vec<String>, admin_config: Option<PathBuf>) -> Result<()> {
+fn init(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    mut hostnames: Vec<String>,
+    admin_config: Option<PathBuf>,
+) -> Result<()> {
     if hostnames.is_empty() {
         hostnames = vec!["localhost".into(), "127.0.0.1".into()];
         if let Some(h) = sysinfo::System::host_name().filter(|h| !hostnames.contains(h)) {

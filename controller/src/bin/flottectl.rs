@@ -167,7 +167,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                             if a.online { "online".into() } else { "offline".into() },
                             format!("{} {}", a.os, a.arch).trim().to_string(),
                             a.last_seen.map_or("never".into(), |t| t.to_string()),
-                            a.packages.iter().map(|p| format!("{}@{}", p.name, p.version)).collect::<Vec<_>>().join(" "),
+                            a.packages
+                                .iter()
+                                .map(|p| format!("{}@{}", p.name, p.version))
+                                .collect::<Vec<_>>()
+                                .join(" "),
                         ]
                     })
                     .collect();
@@ -223,17 +227,23 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Deploy { release, to } => {
-            let (name, version) = release
-                .split_once('@')
-                .context("release must be written NAME@VERSION, e.g. app@1.2.0")?;
+            let (name, version) =
+                release.split_once('@').context("release must be written NAME@VERSION, e.g. app@1.2.0")?;
             let target = if to == "all" {
                 Target::All
             } else {
                 Target::Agents(to.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             };
-            let d = client(&cli.connection)?.deploy(&DeployRequest { name: name.into(), version: version.into(), target })?;
+            let d = client(&cli.connection)?.deploy(&DeployRequest {
+                name: name.into(),
+                version: version.into(),
+                target,
+            })?;
             emit(json, &d, |d| {
-                format!("deployment {} of {}@{} to {} agents\nfollow it with: flottectl status\n", d.id, d.name, d.version, d.assignments)
+                format!(
+                    "deployment {} of {}@{} to {} agents\nfollow it with: flottectl status\n",
+                    d.id, d.name, d.version, d.assignments
+                )
             })
         }
         Command::Status => {

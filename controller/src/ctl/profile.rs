@@ -21,7 +21,8 @@ pub struct Profile {
 
 impl Profile {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read flottectl config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read flottectl config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid flottectl config {}", path.display()))
     }
 
@@ -44,13 +45,19 @@ impl Profile {
     }
 
     pub fn client(&self) -> Result<AdminClient> {
-        let ca = std::fs::read(&self.ca).with_context(|| format!("cannot read CA certificate {}", self.ca.display()))?;
+        let ca =
+            std::fs::read(&self.ca).with_context(|| format!("cannot read CA certificate {}", self.ca.display()))?;
         Ok(AdminClient::new(&self.url, Some(self.token.clone()), &ca)?)
     }
 }
 
 /// Builds the effective profile: the file (if any) overridden by explicit values.
-pub fn resolve(file: Option<&Path>, url: Option<String>, token: Option<String>, ca: Option<PathBuf>) -> Result<Profile> {
+pub fn resolve(
+    file: Option<&Path>,
+    url: Option<String>,
+    token: Option<String>,
+    ca: Option<PathBuf>,
+) -> Result<Profile> {
     let default = Profile::default_path();
     let path = file.unwrap_or(&default);
     let from_file = if path.exists() { Some(Profile::load(path)?) } else { None };

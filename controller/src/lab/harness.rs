@@ -40,7 +40,9 @@ impl Binaries {
                 return Ok(Binaries { controller, agent });
             }
         }
-        bail!("flotte-controller and flotte-agent not found in {dirs:?}; build them first with `cargo build --workspace`")
+        bail!(
+            "flotte-controller and flotte-agent not found in {dirs:?}; build them first with `cargo build --workspace`"
+        )
     }
 }
 
@@ -176,32 +178,36 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Enrolls a new agent named `name` with a fresh token, then starts it.
-    pub fn enroll_and_start(bins: &Binaries, controller: &ControllerProcess, dir: &Path, name: &str) -> Result<Self> {
-        let token = controller.client()?.create_enrollment_token(Duration::from_secs(600))?.token;
+    /// An agent named `name` living in `dir/name`, not yet enrolled.
+    pub fn new(bins: &Binaries, dir: &Path, name: &str) -> Self {
         let agent_dir = dir.join(name);
-        let agent = AgentProcess {
+        AgentProcess {
             bins: bins.clone(),
             name: name.into(),
             state_dir: agent_dir.join("state"),
             root: agent_dir.join("root"),
             child: None,
             log: agent_dir.join("agent.log"),
-        };
-        std::fs::create_dir_all(&agent.root)?;
-        let output = agent.enroll_command(controller, &token).output().context("cannot run flotte-agent enroll")?;
+        }
+    }
+
+    /// Enrolls a new agent named `name` with a fresh token, then starts it.
+    pub fn enroll_and_start(bins: &Binaries, controller: &ControllerProcess, dir: &Path, name: &str) -> Result<Self> {
+        let token = controller.client()?.create_enrollment_token(Duration::from_secs(600))?.token;
+        let mut agent = AgentProcess::new(bins, dir, name);
+        let output = agent.enroll(controller, &token)?;
         if !output.status.success() {
             bail!("flotte-agent enroll failed: {}", String::from_utf8_lossy(&output.stderr));
         }
-        let mut agent = agent;
         agent.start()?;
         Ok(agent)
     }
 
-    /// The `flotte-agent enroll` command line for this agent.
-    pub fn enroll_command(&self, controller: &ControllerProcess, token: &str) -> Command {
-        let mut cmd = Command::new(&self.bins.agent);
-        cmd.arg("enroll")
+    /// Runs `flotte-agent enroll` for this agent and returns its output.
+    pub fn enroll(&self, controller: &ControllerProcess, token: &str) -> Result<std::process::Output> {
+        std::fs::create_dir_all(&self.root)?;
+        Command::new(&self.bins.agent)
+            .arg("enroll")
             .arg("--controller")
             .arg(controller.api_addr.to_string())
             .arg("--token")
@@ -210,8 +216,9 @@ impl AgentProcess {
             .arg(controller.ca_path())
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .env("FLOTTE_HOSTNAME", &self.name);
-        cmd
+            .env("FLOTTE_HOSTNAME", &self.name)
+            .output()
+            .context("cannot run flotte-agent enroll")
     }
 
     /// Starts the service process (again).

@@ -28,7 +28,8 @@ pub struct LabOptions {
 pub fn run(options: &LabOptions) -> Result<bool> {
     let started = Instant::now();
     let bins = Binaries::locate()?;
-    let tmp = tempfile::Builder::new().prefix("flotte-lab-").tempdir().context("cannot create a temporary directory")?;
+    let tmp =
+        tempfile::Builder::new().prefix("flotte-lab-").tempdir().context("cannot create a temporary directory")?;
     let dir = tmp.path().to_path_buf();
     println!("lab directory: {}", dir.display());
 
@@ -52,7 +53,8 @@ pub fn run(options: &LabOptions) -> Result<bool> {
     println!("published hello@1.0.0 ({}, sha256 {})", output::size(release.size), release.sha256);
 
     let deploy_started = Instant::now();
-    let deployment = client.deploy(&DeployRequest { name: "hello".into(), version: "1.0.0".into(), target: Target::All })?;
+    let deployment =
+        client.deploy(&DeployRequest { name: "hello".into(), version: "1.0.0".into(), target: Target::All })?;
     println!("deployment {} to {} agents", deployment.id, deployment.assignments);
 
     let mut last = String::new();

@@ -1,0 +1,9 @@
+//! Integration tests: a real controller and real agents, as separate
+//! processes, over loopback QUIC and HTTPS. One test binary, one module per
+//! area. Build the binaries first: `cargo build --workspace`.
+
+mod auth;
+mod delivery;
+mod quic_raw;
+mod transport;
+mod verification;

@@ -1,0 +1,92 @@
+//! The QUIC channel: who may connect, what happens to garbage, and
+//! resuming a download after the controller restarts.
+
+use crate::quic_raw::{self, Identity};
+use anyhow::Result;
+use flotte_protocol::messages::InstallState;
+use flotte_tests::{DEADLINE, Lab, wait_for};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+#[test]
+fn a_client_without_an_enrolled_certificate_is_refused_at_the_handshake() -> Result<()> {
+    let lab = Lab::start()?;
+    let (addr, ca) = (lab.controller.quic_addr, lab.controller.ca_path());
+    let rt = runtime();
+
+    let foreign = Identity::from_foreign_ca()?;
+    let with_foreign_cert = rt.block_on(quic_raw::connect(addr, &ca, Some(&foreign)));
+    let without_cert = rt.block_on(quic_raw::connect(addr, &ca, None));
+
+    assert!(rt.block_on(quic_raw::is_refused(with_foreign_cert)), "a certificate from another CA was accepted");
+    assert!(rt.block_on(quic_raw::is_refused(without_cert)), "a client without a certificate was accepted");
+    let log = std::fs::read_to_string(lab.controller.log_path())?;
+    assert!(log.contains("QUIC handshake refused"), "the controller logs the refusal");
+    Ok(())
+}
+
+#[test]
+fn a_malformed_frame_closes_that_connection_and_nothing_else() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let agents = lab.agents(2)?;
+    let identity = Identity::from_agent_state(&agents[0].state_dir)?;
+    let rt = runtime();
+
+    let closed = rt.block_on(async {
+        let connection =
+            quic_raw::connect(lab.controller.quic_addr, &lab.controller.ca_path(), Some(&identity)).await?;
+        let (mut send, mut recv) = connection.open_bi().await?;
+        // A length prefix of 4 GiB, then garbage.
+        send.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await?;
+        let mut buf = [0u8; 1];
+        let read = recv.read_exact(&mut buf).await;
+        anyhow::Ok(read.is_err())
+    })?;
+
+    assert!(closed, "the controller answered a garbage Hello");
+    let key = lab.trusted_key()?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    let done = lab.wait_done(lab.deploy_all("hello", "1.0.0")?)?;
+    let succeeded = done.iter().filter(|a| a.state == Some(InstallState::Succeeded)).count();
+    assert!(succeeded >= 1, "the controller kept serving agents: {done:?}");
+    assert_eq!(agents[1].active_version("hello").as_deref(), Some("1.0.0"));
+    Ok(())
+}
+
+#[test]
+fn a_download_resumes_from_its_offset_after_the_controller_restarts() -> Result<()> {
+    // 2 MiB/s pacing and an 8 MiB package: the transfer takes about 4 s,
+    // so there is time to kill the controller in the middle of it.
+    let mut lab = Lab::start_with_config("content_rate_limit = 2097152\n")?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(1)?;
+    lab.publish_padded(&key, "hello", "1.0.0", 8 << 20)?;
+    let deployment = lab.deploy_all("hello", "1.0.0")?;
+    let downloads = agents[0].state_dir.join("downloads");
+    wait_for("a partial download of at least 1 MiB", DEADLINE, || {
+        let partial = std::fs::read_dir(&downloads).ok().into_iter().flatten().flatten().any(|e| {
+            e.file_name().to_string_lossy().ends_with(".part") && e.metadata().is_ok_and(|m| m.len() >= 1 << 20)
+        });
+        Ok(partial.then_some(()))
+    })?;
+
+    lab.controller.kill();
+    lab.controller.start()?;
+
+    let done = lab.wait_done(deployment)?;
+    assert_eq!(done[0].state, Some(InstallState::Succeeded), "{:?}", done[0].state);
+    assert_eq!(agents[0].active_version("hello").as_deref(), Some("1.0.0"));
+    let resumed_from: Vec<u64> = lab
+        .reports(&agents[0])?
+        .iter()
+        .filter_map(|r| match r.state {
+            InstallState::Downloading { offset, .. } => Some(offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed_from.first(), Some(&0), "the first attempt starts at 0");
+    assert!(resumed_from.iter().skip(1).any(|o| *o >= 1 << 20), "a later attempt resumed mid-file: {resumed_from:?}");
+    Ok(())
+}
