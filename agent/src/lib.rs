@@ -1,1 +1,54 @@
-//! placeholder
+//! The Flotte agent: enrolls a workstation, keeps a QUIC connection to the
+//! controller, and installs the signed releases it is assigned.
+//!
+//! # Layout
+//! Pure cores (no IO, no clock):
+//! - [`job`]: one install job as a state machine (`handle` / `poll_action`).
+//! - [`jobs`]: all known assignments, duplicate detection, one-at-a-time queue.
+//! - [`backoff`]: reconnect delays with full jitter.
+//!
+//! State on disk (everything under [`state_dir`], written through [`durable`]):
+//! - [`enrollment`]: who the agent is and which keys it trusts.
+//! - [`journal`]: one record per job, written before each side effect.
+//! - [`outbox`]: reports until the controller acknowledges them.
+//! - [`config`]: the settings of `flotte-agent run`.
+//!
+//! Shells (tokio, network, installers):
+//! - [`enroll`]: the HTTPS enrollment exchange.
+//! - [`identity`], [`quic`], [`session`], [`wire`]: TLS identity, QUIC client,
+//!   Hello/Welcome and the framed control stream.
+//! - [`download`]: resumable, size-capped content fetch.
+//! - [`install`]: stage + activate through `flotte_installers`.
+//! - [`inventory`]: host facts for `Hello`.
+//! - [`runner`]: the event loop tying it together.
+//! - [`error`]: the error type of this crate.
+//!
+//! # Invariants
+//! - Nothing is fetched or installed for a release that did not verify in
+//!   this process; verified metadata is never read back from disk.
+//! - Every file the agent keeps is replaced atomically and fsynced.
+//! - Only `main` installs a tracing subscriber.
+
+pub mod backoff;
+pub mod config;
+pub mod download;
+pub mod durable;
+pub mod enroll;
+pub mod enrollment;
+pub mod error;
+pub mod identity;
+pub mod install;
+pub mod inventory;
+pub mod job;
+pub mod jobs;
+pub mod journal;
+pub mod outbox;
+pub mod quic;
+pub mod runner;
+pub mod session;
+pub mod state_dir;
+pub mod wire;
+
+pub use config::AgentConfig;
+pub use error::AgentError;
+pub use runner::Agent;

@@ -1,1 +1,142 @@
-fn main(){}
+//! `flotte-agent`: the command line. Parses flags, installs the only tracing
+//! subscriber (stderr), and hands over to the library.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use flotte_agent::config::{AgentConfig, Overrides};
+use flotte_agent::enroll::{EnrollOptions, enroll};
+use flotte_agent::state_dir::{DEFAULT_STATE_DIR, StateDir};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// The Flotte workstation agent.
+#[derive(Debug, Parser)]
+#[command(name = "flotte-agent", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join a fleet: trade a one-time token for a client certificate.
+    Enroll {
+        /// The controller's HTTPS API, e.g. `ctl.example.org:8443` or `[::1]:8443`.
+        #[arg(long, value_name = "HOST:PORT")]
+        controller: String,
+        /// The one-time enrollment token from `flottectl agents token`.
+        #[arg(long, value_name = "T", env = "FLOTTE_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// PEM file of the controller CA; the only certificate trusted.
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// Where the identity and enrollment are stored.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Enroll under this name instead of the OS hostname.
+        #[arg(long, env = "FLOTTE_HOSTNAME")]
+        hostname: Option<String>,
+    },
+    /// Connect to the controller and carry out assignments until stopped.
+    Run {
+        /// Optional TOML file with `state_dir`, `install_root`, `log_level`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// State directory (overrides the config file).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Install root of the archive installer (overrides the config file).
+        #[arg(long = "root", value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Report this name instead of the OS hostname (overrides the config file).
+        #[arg(long, env = "FLOTTE_HOSTNAME")]
+        hostname: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, skipping a cause whose text the message
+/// already contains (our error variants print their source themselves).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Enroll { controller, token, ca, state_dir, hostname } => {
+            init_logging("info");
+            let opts = EnrollOptions { controller, token, ca, state: StateDir::new(&state_dir), hostname };
+            let e = enroll(&opts)?;
+            println!(
+                "enrolled as {} with controller {} (QUIC port {}); {} trusted release key(s); state in {}",
+                e.agent_id,
+                e.controller,
+                e.quic_port,
+                e.trusted_keys.len(),
+                state_dir.display()
+            );
+            Ok(())
+        }
+        Command::Run { config, state_dir, root, hostname } => {
+            let overrides = Overrides { state_dir, install_root: root, hostname };
+            let config = AgentConfig::load(config.as_deref(), overrides)?;
+            init_logging(&config.log_level);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let agent = flotte_agent::Agent::open(config)?;
+                agent.run(Box::pin(shutdown_signal())).await;
+                anyhow::Ok(())
+            })
+        }
+    }
+}
+
+/// `RUST_LOG` wins over the configured level, so a running fleet can be
+/// debugged without editing its config.
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+/// Completes on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only ctrl-c stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

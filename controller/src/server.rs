@@ -41,15 +41,22 @@ pub struct Bound {
 
 /// Binds the QUIC endpoint with the data directory's stateless-reset key.
 ///
-/// Because the key survives restarts, a restarted controller can tell agents
+/// Because the key (and the connection-id key derived from it) survives
+/// restarts, a restarted controller can tell agents
 /// at once that their old connection is gone (a stateless reset), instead of
 /// leaving them to wait out the idle timeout before reconnecting.
 fn bind_quic(dir: &DataDir, config: &ControllerConfig) -> Result<quinn::Endpoint, ControllerError> {
     let addr = config.quic_addr();
     let socket = std::net::UdpSocket::bind(addr)
         .map_err(ControllerError::io("cannot bind QUIC endpoint on", addr.to_string()))?;
-    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &dir.reset_key()?);
-    let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    let secret = dir.reset_key()?;
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Connection ids carry a keyed check; the restarted endpoint must accept
+    // its predecessor's ids, or it drops their packets instead of resetting.
+    let cid_key = flotte_protocol::Sha256Digest::of(&[&secret[..], b"connection-id"].concat()).0;
+    let cid_key = u64::from_le_bytes(cid_key[..8].try_into().unwrap_or_default());
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     quinn::Endpoint::new(endpoint_config, Some(pki::quic_server_config(dir)?), socket, Arc::new(quinn::TokioRuntime))
         .map_err(ControllerError::io("cannot start QUIC endpoint on", addr.to_string()))
 }

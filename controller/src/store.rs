@@ -664,7 +664,7 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let (a, b) = (enrolled(&store, "a"), enrolled(&store, "b"));
         published(&store);
-        store.create_deployment("app", "1.0", &[a.clone()], T0).unwrap();
+        store.create_deployment("app", "1.0", std::slice::from_ref(&a), T0).unwrap();
         let pending = store.pending_assignments(&a).unwrap();
         assert_eq!(pending.len(), 1);
         let id = pending[0].id;

@@ -45,7 +45,9 @@ impl Lab {
     /// Starts a controller whose `controller.toml` has `extra` appended.
     pub fn start_with_config(extra: &str) -> Result<Self> {
         let bins = Binaries::locate()?;
-        let dir = tempfile::Builder::new().prefix("flotte-it-").tempdir()?;
+        // FLOTTE_KEEP_TEST_DIRS=1 keeps every test's data and logs for a post-mortem.
+        let keep = std::env::var_os("FLOTTE_KEEP_TEST_DIRS").is_some();
+        let dir = tempfile::Builder::new().prefix("flotte-it-").disable_cleanup(keep).tempdir()?;
         let controller = ControllerProcess::init_and_start(&bins, dir.path(), extra)?;
         let client = controller.client()?;
         Ok(Lab { bins, controller, client, dir, next_agent: 0 })

@@ -60,6 +60,19 @@ fn stop(child: &mut Child, hard: bool) {
     let _ = child.wait();
 }
 
+/// Replaces top-level `key = value` lines of a TOML file with those in
+/// `overrides` (appending keys that are not there yet).
+fn override_config(path: &Path, overrides: &str) -> Result<()> {
+    let key_of = |line: &str| line.split_once('=').map(|(k, _)| k.trim().to_string());
+    let new_keys: Vec<String> = overrides.lines().filter_map(key_of).collect();
+    let text = std::fs::read_to_string(path)?;
+    let mut kept: Vec<&str> = text.lines().filter(|l| key_of(l).is_none_or(|k| !new_keys.contains(&k))).collect();
+    // Top-level keys must come before any [table]; ours has none, so append.
+    kept.extend(overrides.lines());
+    std::fs::write(path, kept.join("\n") + "\n")?;
+    Ok(())
+}
+
 /// A controller process with its data directory.
 pub struct ControllerProcess {
     bins: Binaries,
@@ -90,10 +103,7 @@ impl ControllerProcess {
             bail!("flotte-controller init failed with {status}");
         }
         if !extra_config.is_empty() {
-            let path = data_dir.join("controller.toml");
-            let mut text = std::fs::read_to_string(&path)?;
-            text.push_str(extra_config);
-            std::fs::write(&path, text)?;
+            override_config(&data_dir.join("controller.toml"), extra_config)?;
         }
         let mut c = ControllerProcess {
             bins: bins.clone(),
@@ -240,9 +250,17 @@ impl AgentProcess {
         Ok(())
     }
 
+    /// SIGKILL, as a crash or power loss would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop(&mut child, true);
+        }
+    }
+
+    /// SIGTERM, as a shutdown would; waits for the process to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child, false);
         }
     }
 

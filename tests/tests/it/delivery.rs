@@ -52,7 +52,7 @@ fn an_agent_that_was_offline_receives_its_assignment_when_it_returns() -> Result
     let mut lab = Lab::start()?;
     let key = lab.trusted_key()?;
     let mut agents = lab.agents(1)?;
-    agents[0].kill();
+    agents[0].stop();
     wait_for("the agent to be seen offline", DEADLINE, || {
         Ok(lab.client.agents()?.iter().all(|a| !a.online).then_some(()))
     })?;

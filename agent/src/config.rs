@@ -1,0 +1,118 @@
+//! The agent's settings, read once at start-up into a typed [`AgentConfig`].
+//!
+//! Sources, later ones winning: built-in defaults, the optional TOML file
+//! (`--config`), command-line flags. Guarantees: an unknown or mistyped key
+//! in the file is refused with an error naming the key and the file, and
+//! `log_level` is checked to be a valid filter before anything runs.
+
+use crate::error::{AgentError, Result};
+use crate::state_dir::DEFAULT_STATE_DIR;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Default install root of the archive installer.
+pub const DEFAULT_INSTALL_ROOT: &str = "/opt/flotte";
+/// Default log filter.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Everything `flotte-agent run` needs to know, passed explicitly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Identity, enrollment, journal, outbox and downloads live here.
+    pub state_dir: PathBuf,
+    /// Where packages are installed (`<root>/packages/<name>/<version>`).
+    pub install_root: PathBuf,
+    /// A `tracing` filter such as `info` or `flotte_agent=debug`.
+    pub log_level: String,
+    /// The name this host reports; `None` means the OS hostname. Useful
+    /// for labs and containers where several agents share one host.
+    pub hostname: Option<String>,
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub install_root: Option<PathBuf>,
+    pub hostname: Option<String>,
+}
+
+/// The file format. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    install_root: Option<PathBuf>,
+    log_level: Option<String>,
+    hostname: Option<String>,
+}
+
+impl AgentConfig {
+    /// Reads `file` (if any) and applies `overrides`.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self> {
+        let parsed = match file {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(AgentError::io("read config file", path))?;
+                parse(&text, path)?
+            }
+        };
+        let config = AgentConfig {
+            state_dir: overrides.state_dir.or(parsed.state_dir).unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            install_root: overrides.install_root.or(parsed.install_root).unwrap_or_else(|| DEFAULT_INSTALL_ROOT.into()),
+            log_level: parsed.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
+            hostname: overrides.hostname.or(parsed.hostname).filter(|h| !h.trim().is_empty()),
+        };
+        tracing_subscriber::EnvFilter::try_new(&config.log_level)
+            .map_err(|e| AgentError::LogLevel { value: config.log_level.clone(), reason: e.to_string() })?;
+        Ok(config)
+    }
+}
+
+fn parse(text: &str, path: &Path) -> Result<FileConfig> {
+    toml::from_str(text).map_err(|e| AgentError::ConfigParse { path: path.to_path_buf(), source: Box::new(e) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, overrides: Overrides) -> Result<AgentConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        AgentConfig::load(Some(&path), overrides)
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let c = AgentConfig::load(None, Overrides::default()).unwrap();
+        assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(c.install_root, Path::new(DEFAULT_INSTALL_ROOT));
+        assert_eq!(c.log_level, "info");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let text = "state_dir = \"/s\"\ninstall_root = \"/r\"\nlog_level = \"debug\"\n";
+        let c =
+            load_text(text, Overrides { state_dir: Some("/flag".into()), install_root: None, hostname: None }).unwrap();
+        assert_eq!(c.state_dir, Path::new("/flag"));
+        assert_eq!(c.install_root, Path::new("/r"));
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = load_text("state_dir = \"/s\"\ninstal_root = \"/r\"\n", Overrides::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, AgentError::ConfigParse { .. }));
+        assert!(msg.contains("instal_root") && msg.contains("agent.toml"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_log_level_is_refused() {
+        let err = load_text("log_level = \"=[\"\n", Overrides::default()).unwrap_err();
+        assert!(matches!(err, AgentError::LogLevel { .. }), "{err}");
+    }
+}

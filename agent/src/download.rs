@@ -1,0 +1,217 @@
+//! Fetching content into `downloads/<sha256>.part`, resuming what is there.
+//!
+//! Guarantees:
+//! - Never more than the signed `size` is accepted: the request asks for
+//!   `size - offset` bytes, a response announcing anything else is refused,
+//!   and reads stop at exactly that many bytes, however much the controller
+//!   sends.
+//! - The digest covers the whole file: on resume the bytes already on disk
+//!   are hashed again before new ones are appended. A part file longer than
+//!   the signed size is deleted and the download starts over.
+//! - The file is fsynced before [`Outcome::Done`] is returned.
+//! - A stalled stream is given up after [`READ_TIMEOUT`] without data, so a
+//!   slow-loris controller cannot hold a job forever.
+
+use crate::durable;
+use crate::error::AgentError;
+use crate::wire;
+use flotte_protocol::ContentHasher;
+use flotte_protocol::Sha256Digest;
+use flotte_protocol::messages::{ContentRequest, ContentResponse};
+use quinn::{Connection, VarInt};
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// Longest wait for the response header or for the next chunk of content.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest chunk read (and written) at once.
+const CHUNK: usize = 64 * 1024;
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The whole file is on disk; digest and length of all of it.
+    Done { sha256: Sha256Digest, size: u64 },
+    /// Worth retrying later (link lost, stream stalled or ended early).
+    Interrupted(String),
+    /// Retrying will not help (controller has no such content, refuses the
+    /// range, or the local file cannot be written).
+    Failed(String),
+}
+
+/// Fetches `size` bytes of `digest` into `path`. `on_start` is called with
+/// the resume offset just before bytes are requested from the controller
+/// (not at all if the file is already complete).
+pub async fn fetch(
+    connection: &Connection,
+    path: PathBuf,
+    digest: Sha256Digest,
+    size: u64,
+    on_start: impl FnOnce(u64),
+) -> Outcome {
+    let prepared = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || prepare(&path, size)
+    })
+    .await;
+    let (mut file, mut hasher) = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
+        Err(e) => return Outcome::Failed(format!("preparing {}: {e}", path.display())),
+    };
+    let offset = hasher.len();
+    if offset < size {
+        on_start(offset);
+        if let Err(outcome) = receive(connection, &path, digest, offset, size, &mut file, &mut hasher).await {
+            return outcome;
+        }
+    }
+    let synced = tokio::task::spawn_blocking(move || file.sync_all()).await;
+    match synced {
+        Ok(Ok(())) => {
+            let (sha256, size) = hasher.finish();
+            Outcome::Done { sha256, size }
+        }
+        Ok(Err(e)) => Outcome::Failed(AgentError::Io { op: "fsync", path, source: e }.to_string()),
+        Err(e) => Outcome::Failed(format!("fsync {}: {e}", path.display())),
+    }
+}
+
+/// Opens the part file for appending and hashes what it already holds.
+fn prepare(path: &Path, size: u64) -> Result<(File, ContentHasher), AgentError> {
+    if let Some(dir) = path.parent() {
+        durable::create_dir(dir)?;
+    }
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(durable::PRIVATE)
+            .open(path)
+            .map_err(AgentError::io("open download", path))
+    };
+    let mut file = open()?;
+    let len = file.metadata().map_err(AgentError::io("stat download", path))?.len();
+    if len > size {
+        tracing::warn!(path = %path.display(), len, size, "download is longer than the signed size; starting over");
+        drop(file);
+        durable::remove(path)?;
+        file = open()?;
+    }
+    let mut hasher = ContentHasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).map_err(AgentError::io("read download", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if hasher.len() > size {
+        // The file grew while it was read; nobody else writes it, so this is corruption.
+        return Err(AgentError::Io {
+            op: "read download",
+            path: path.to_path_buf(),
+            source: std::io::Error::other("file changed while it was hashed"),
+        });
+    }
+    Ok((file, hasher))
+}
+
+/// Requests `offset..size` and appends it to `file`.
+async fn receive(
+    connection: &Connection,
+    path: &Path,
+    digest: Sha256Digest,
+    offset: u64,
+    size: u64,
+    file: &mut File,
+    hasher: &mut ContentHasher,
+) -> Result<(), Outcome> {
+    let interrupted = |what: &str, e: &dyn std::fmt::Display| Outcome::Interrupted(format!("{what}: {e}"));
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| interrupted("open content stream", &e))?;
+    let request = ContentRequest { digest, offset, length: Some(size - offset) };
+    wire::write_frame(&mut send, &request, "content").await.map_err(|e| interrupted("send request", &e))?;
+    send.finish().map_err(|e| interrupted("finish request", &e))?;
+
+    let response = timeout(READ_TIMEOUT, wire::read_frame::<ContentResponse>(&mut recv, "content"))
+        .await
+        .map_err(|_| Outcome::Interrupted("no content response within 60 s".into()))?
+        .map_err(|e| match e {
+            AgentError::Frame(_) => Outcome::Failed(e.to_string()),
+            other => interrupted("read response", &other),
+        })?;
+    let expected = size - offset;
+    match response {
+        ContentResponse::Ok { total_size, offset: o, length }
+            if total_size == size && o == offset && length == expected => {}
+        ContentResponse::Ok { total_size, offset: o, length } => {
+            return Err(Outcome::Failed(format!(
+                "content size mismatch: the controller offers {length} bytes at offset {o} of {total_size}; \
+                 the signed release needs {expected} bytes at offset {offset} of {size}"
+            )));
+        }
+        ContentResponse::NotFound => return Err(Outcome::Failed(format!("controller has no content {digest}"))),
+        ContentResponse::BadRange { total_size } => {
+            return Err(Outcome::Failed(format!(
+                "controller refused offset {offset} of content {digest} ({total_size} bytes)"
+            )));
+        }
+    }
+
+    let mut remaining = expected;
+    while remaining > 0 {
+        let max = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
+        let chunk = timeout(READ_TIMEOUT, recv.read_chunk(max, true))
+            .await
+            .map_err(|_| Outcome::Interrupted("no content received for 60 s".into()))?
+            .map_err(|e| interrupted("read content", &e))?
+            .ok_or_else(|| {
+                Outcome::Interrupted(format!("content stream ended after {} of {expected} bytes", expected - remaining))
+            })?;
+        let bytes = &chunk.bytes;
+        // Small page-cache writes; the fsync at the end runs off the runtime.
+        file.write_all(bytes).map_err(|e| {
+            Outcome::Failed(AgentError::Io { op: "write download", path: path.into(), source: e }.to_string())
+        })?;
+        hasher.update(bytes);
+        remaining -= bytes.len() as u64;
+    }
+    // Whatever else the controller sends is not read.
+    let _ = recv.stop(VarInt::from_u32(0));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preparing_resumes_from_the_bytes_on_disk_and_hashes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("downloads/x.part");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"abc").unwrap();
+        let (mut file, mut hasher) = prepare(&path, 6).unwrap();
+        assert_eq!(hasher.len(), 3);
+        file.write_all(b"def").unwrap();
+        hasher.update(b"def");
+        assert_eq!(hasher.finish().0, Sha256Digest::of(b"abcdef"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn a_part_file_longer_than_the_signed_size_is_started_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.part");
+        std::fs::write(&path, b"too long for this release").unwrap();
+        let (_file, hasher) = prepare(&path, 4).unwrap();
+        assert_eq!(hasher.len(), 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+}

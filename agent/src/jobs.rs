@@ -1,0 +1,207 @@
+//! All assignments this agent knows, and which one may work now. Pure, like
+//! [`crate::job`].
+//!
+//! Guarantees:
+//! - An assignment id is accepted once: a second delivery of a known id
+//!   (whatever its state) never creates a second job; a finished job
+//!   repeats its final report instead.
+//! - Jobs run one at a time, in arrival order, so no two installs (or two
+//!   downloads of the same content) ever overlap. Later jobs are journaled
+//!   and reported `Received` at once and wait their turn.
+
+use crate::job::{Job, JobAction, JobEvent, JobRecord};
+use flotte_protocol::messages::Assignment;
+use flotte_protocol::{AssignmentId, Timestamp};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The set of jobs plus the run queue.
+#[derive(Debug, Default)]
+pub struct JobTable {
+    jobs: BTreeMap<AssignmentId, Job>,
+    /// Unfinished jobs in the order they arrived; the front one runs.
+    queue: VecDeque<AssignmentId>,
+    /// The job that was last given `Resume` as the front of the queue.
+    running: Option<AssignmentId>,
+}
+
+impl JobTable {
+    /// The table after a restart: unfinished jobs queue in the order they
+    /// were received (then by id); none runs until [`JobTable::resume`].
+    pub fn restore(records: Vec<JobRecord>) -> Self {
+        let mut table = JobTable::default();
+        let mut pending: Vec<(Timestamp, AssignmentId)> =
+            records.iter().filter(|r| !r.state.is_terminal()).map(|r| (r.received_at, r.id)).collect();
+        pending.sort();
+        table.queue = pending.into_iter().map(|(_, id)| id).collect();
+        table.jobs = records.into_iter().map(|r| (r.id, Job::restore(r))).collect();
+        table
+    }
+
+    /// Handles `ControllerMessage::Assign`.
+    pub fn assign(&mut self, now: Timestamp, assignment: Assignment) {
+        let id = assignment.id;
+        match self.jobs.get_mut(&id) {
+            Some(job) => job.handle(now, JobEvent::Redelivered),
+            None => {
+                self.jobs.insert(id, Job::new(now, assignment));
+                self.queue.push_back(id);
+            }
+        }
+        self.advance(now);
+    }
+
+    /// Feeds an event to one job; unknown ids are ignored.
+    pub fn handle(&mut self, now: Timestamp, id: AssignmentId, event: JobEvent) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.handle(now, event);
+        }
+        self.advance(now);
+    }
+
+    /// Lets the front job work, and retries its interrupted download at once
+    /// (called at start-up and whenever the controller link comes up).
+    pub fn resume(&mut self, now: Timestamp) {
+        self.advance(now);
+        if let Some(job) = self.running.and_then(|id| self.jobs.get_mut(&id)) {
+            job.handle(now, JobEvent::Resume);
+        }
+    }
+
+    /// The earliest time any job wants [`JobTable::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.jobs.values().filter_map(Job::poll_timeout).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        for job in self.jobs.values_mut() {
+            job.handle_timeout(now);
+        }
+        self.advance(now);
+    }
+
+    /// The next piece of work of any job.
+    pub fn poll_action(&mut self) -> Option<(AssignmentId, JobAction)> {
+        self.jobs.iter_mut().find_map(|(id, job)| job.poll_action().map(|a| (*id, a)))
+    }
+
+    pub fn get(&self, id: AssignmentId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn contains(&self, id: AssignmentId) -> bool {
+        self.jobs.contains_key(&id)
+    }
+
+    /// Drops finished jobs from the front of the queue and starts the next.
+    fn advance(&mut self, now: Timestamp) {
+        while let Some(front) = self.queue.front().copied() {
+            if self.jobs.get(&front).is_none_or(Job::is_terminal) {
+                self.queue.pop_front();
+                continue;
+            }
+            if self.running != Some(front) {
+                self.running = Some(front);
+                if let Some(job) = self.jobs.get_mut(&front) {
+                    job.handle(now, JobEvent::Resume);
+                }
+            }
+            return;
+        }
+        self.running = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobState;
+    use flotte_protocol::messages::{FailureClass, InstallState};
+    use flotte_protocol::{InstallerKind, ReleaseMetadata, SecretKey, Sha256Digest};
+
+    fn assignment(id: u64) -> Assignment {
+        let meta = ReleaseMetadata {
+            name: "app".into(),
+            version: format!("{id}.0"),
+            sha256: Sha256Digest::of(b"x"),
+            size: 1,
+            installer: InstallerKind::Archive,
+            created_at: Timestamp::EPOCH,
+        };
+        Assignment {
+            id: AssignmentId(id),
+            release: SecretKey::from_seed([1; 32]).sign_release(&meta),
+            issued_at: Timestamp::EPOCH,
+        }
+    }
+
+    fn drain(table: &mut JobTable) -> Vec<(AssignmentId, JobAction)> {
+        std::iter::from_fn(|| table.poll_action()).collect()
+    }
+
+    fn count(actions: &[(AssignmentId, JobAction)], f: impl Fn(&JobAction) -> bool) -> usize {
+        actions.iter().filter(|(_, a)| f(a)).count()
+    }
+
+    #[test]
+    fn a_duplicate_assign_creates_no_second_job() {
+        let now = Timestamp::EPOCH;
+        let mut table = JobTable::default();
+        table.assign(now, assignment(1));
+        table.assign(now, assignment(1));
+        let actions = drain(&mut table);
+        assert_eq!(count(&actions, |a| matches!(a, JobAction::VerifyMetadata(_))), 1, "{actions:?}");
+        assert_eq!(count(&actions, |a| matches!(a, JobAction::Report(r) if r.state == InstallState::Received)), 1);
+    }
+
+    #[test]
+    fn a_duplicate_of_a_finished_job_repeats_the_final_report_only() {
+        let now = Timestamp::EPOCH;
+        let mut table = JobTable::default();
+        table.assign(now, assignment(1));
+        drain(&mut table);
+        table.handle(now, AssignmentId(1), JobEvent::Cancel);
+        drain(&mut table);
+        table.assign(now, assignment(1));
+        let actions = drain(&mut table);
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert!(matches!(&actions[0].1, JobAction::Report(r) if matches!(r.state, InstallState::Failed { .. })));
+    }
+
+    #[test]
+    fn jobs_run_one_at_a_time_in_arrival_order() {
+        let now = Timestamp::EPOCH;
+        let mut table = JobTable::default();
+        table.assign(now, assignment(5));
+        table.assign(now, assignment(3));
+        let actions = drain(&mut table);
+        let verifying: Vec<_> =
+            actions.iter().filter(|(_, a)| matches!(a, JobAction::VerifyMetadata(_))).map(|(id, _)| *id).collect();
+        assert_eq!(verifying, vec![AssignmentId(5)], "the second job waits");
+        // The first one ends; the second starts by itself.
+        table.handle(now, AssignmentId(5), JobEvent::Cancel);
+        let actions = drain(&mut table);
+        assert!(actions.iter().any(|(id, a)| *id == AssignmentId(3) && matches!(a, JobAction::VerifyMetadata(_))));
+    }
+
+    #[test]
+    fn a_restored_table_resumes_only_unfinished_jobs() {
+        let now = Timestamp::EPOCH;
+        let mut done = JobTable::default();
+        done.assign(now, assignment(1));
+        done.handle(now, AssignmentId(1), JobEvent::Cancel);
+        let mut finished = done.get(AssignmentId(1)).unwrap().record().clone();
+        assert!(matches!(finished.state, JobState::Failed { class: FailureClass::Download, .. }));
+        finished.id = AssignmentId(1);
+        let mut open = finished.clone();
+        open.id = AssignmentId(2);
+        open.state = JobState::Downloading { offset: 4 };
+
+        let mut table = JobTable::restore(vec![finished, open]);
+        assert_eq!(drain(&mut table), vec![], "nothing happens before resume");
+        table.resume(now);
+        let actions = drain(&mut table);
+        assert!(actions.iter().all(|(id, _)| *id == AssignmentId(2)), "{actions:?}");
+        assert!(actions.iter().any(|(_, a)| matches!(a, JobAction::VerifyMetadata(_))));
+        assert!(table.contains(AssignmentId(1)));
+    }
+}

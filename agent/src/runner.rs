@@ -1,0 +1,432 @@
+//! The tokio shell around the pure cores: it keeps a connection to the
+//! controller, feeds control messages, task results and timers into the
+//! [`JobTable`], and carries out the actions the jobs ask for.
+//!
+//! Guarantees:
+//! - Jobs keep moving while the controller is unreachable (verification,
+//!   installs, journaling); only downloads wait for a connection.
+//! - Actions run in the order a job emitted them, so a journal write always
+//!   completes before the side effect that follows it.
+//! - At most one download task exists at a time, and an old attempt is
+//!   stopped (and awaited) before a new one starts, so two writers never
+//!   share a part file.
+//! - Reconnects back off exponentially with full jitter; after every
+//!   `Welcome` all unacknowledged reports are sent again and the running
+//!   job resumes.
+//! - Shutdown closes the connection with code 0.
+
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::download::{self, Outcome};
+use crate::durable;
+use crate::enrollment::Enrollment;
+use crate::error::{AgentError, Result};
+use crate::install;
+use crate::inventory;
+use crate::job::{JobAction, JobEvent};
+use crate::jobs::JobTable;
+use crate::journal::Journal;
+use crate::outbox::Outbox;
+use crate::quic;
+use crate::session::{self, MIN_PROTOCOL_VERSION, Session};
+use crate::state_dir::StateDir;
+use flotte_installers::{ArchiveInstaller, Installer};
+use flotte_protocol::messages::{AgentMessage, ControllerMessage, Hello, Inventory};
+use flotte_protocol::{AssignmentId, PROTOCOL_VERSION, ReleaseVerifier, Timestamp, TrustedKeys};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Clock difference to the controller worth a warning.
+const SKEW_WARNING: Duration = Duration::from_secs(300);
+
+type Events = mpsc::UnboundedSender<(AssignmentId, JobEvent)>;
+
+/// The running agent.
+pub struct Agent {
+    config: AgentConfig,
+    state: StateDir,
+    enrollment: Enrollment,
+    verifier: TrustedKeys,
+    installer: Arc<dyn Installer + Send + Sync>,
+    client: quinn::ClientConfig,
+    journal: Journal,
+    outbox: Outbox,
+    jobs: JobTable,
+    /// Results of background work (downloads, installer calls) come back here.
+    events_tx: Events,
+    events_rx: mpsc::UnboundedReceiver<(AssignmentId, JobEvent)>,
+    /// The one running download, so it can be stopped on cancel or link loss.
+    fetch: Option<FetchTask>,
+    /// The current session, if connected.
+    link: Option<Session>,
+    /// Set when sending on the link failed; the session loop ends on it.
+    link_error: Option<AgentError>,
+    backoff: Backoff,
+}
+
+struct FetchTask {
+    id: AssignmentId,
+    attempt: u32,
+    handle: JoinHandle<()>,
+}
+
+enum Input {
+    Shutdown,
+    Control(Result<ControllerMessage>),
+    Job((AssignmentId, JobEvent)),
+    Timeout,
+}
+
+impl Agent {
+    /// Loads the enrollment, identity, journal and outbox from the state
+    /// directory. Fails if the agent is not enrolled or a file is unusable.
+    pub fn open(config: AgentConfig) -> Result<Agent> {
+        let state = StateDir::new(&config.state_dir);
+        let enrollment = Enrollment::load(&state)?;
+        let client = quic::client_config(&state)?;
+        let journal = Journal::open(&state)?;
+        let outbox = Outbox::load(&state.outbox())?;
+        let jobs = JobTable::restore(journal.load_all()?);
+        let installer = Arc::new(ArchiveInstaller::new(&config.install_root));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        Ok(Agent {
+            verifier: enrollment.trusted_keys(),
+            config,
+            state,
+            enrollment,
+            installer,
+            client,
+            journal,
+            outbox,
+            jobs,
+            events_tx,
+            events_rx,
+            fetch: None,
+            link: None,
+            link_error: None,
+            backoff: Backoff::new(Backoff::seed_from_environment()),
+        })
+    }
+
+    /// Runs until `shutdown` completes.
+    pub async fn run(mut self, mut shutdown: impl Future<Output = ()> + Unpin) {
+        let e = &self.enrollment;
+        tracing::info!(agent_id = %e.agent_id, controller = %e.controller, quic_port = e.quic_port, "agent starting");
+        if self.verifier.is_empty() {
+            tracing::warn!("no trusted release keys: every assignment will fail verification");
+        }
+        self.jobs.resume(now());
+        self.drive().await;
+        loop {
+            let hello = Hello {
+                protocol_version: PROTOCOL_VERSION,
+                min_protocol_version: MIN_PROTOCOL_VERSION,
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                inventory: self.inventory().await,
+            };
+            tracing::debug!(controller = %self.enrollment.controller, port = self.enrollment.quic_port, "connecting");
+            let open = Session::open(
+                self.client.clone(),
+                self.enrollment.controller.clone(),
+                self.enrollment.quic_port,
+                hello,
+            );
+            let error = match self.offline(open, &mut shutdown).await {
+                None => return,
+                Some(Ok(session)) => {
+                    self.backoff.reset();
+                    match self.online(session, &mut shutdown).await {
+                        None => return,
+                        Some(e) => e,
+                    }
+                }
+                Some(Err(e)) => e,
+            };
+            match error {
+                AgentError::Refused { .. } => tracing::error!(error = %error, "not connected"),
+                _ => tracing::warn!(error = %error, "not connected"),
+            }
+            let delay = self.backoff.next_delay();
+            tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting after a delay");
+            if self.offline(tokio::time::sleep(delay), &mut shutdown).await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Awaits `fut` while jobs keep working; `None` if shutdown came first.
+    async fn offline<F: Future>(
+        &mut self,
+        fut: F,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let event = tokio::select! {
+                out = &mut fut => return Some(out),
+                () = &mut *shutdown => return None,
+                Some(event) = self.events_rx.recv() => event,
+            };
+            self.on_job_event(event).await;
+        }
+    }
+
+    /// Serves one session; returns why it ended, `None` for shutdown.
+    async fn online(
+        &mut self,
+        session: Session,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Option<AgentError> {
+        let welcome = &session.welcome;
+        tracing::info!(agent_id = %welcome.agent_id, protocol = welcome.protocol_version, "connected");
+        if welcome.agent_id != self.enrollment.agent_id {
+            tracing::warn!(enrolled = %self.enrollment.agent_id, seen = %welcome.agent_id, "controller knows this agent by another id");
+        }
+        let skew = now().saturating_since(welcome.server_time).max(welcome.server_time.saturating_since(now()));
+        if skew > SKEW_WARNING {
+            tracing::warn!(skew_s = skew.as_secs(), "clock differs from the controller's");
+        }
+        self.link = Some(session);
+        for report in self.outbox.pending().to_vec() {
+            self.send(&AgentMessage::Report(report)).await;
+        }
+        self.jobs.resume(now());
+        self.drive().await;
+        loop {
+            if let Some(error) = self.link_error.take() {
+                self.go_offline(None).await;
+                return Some(error);
+            }
+            let Some(link) = self.link.as_mut() else {
+                return Some(AgentError::Stream { stream: "control", reason: "no session".into() });
+            };
+            let wake = self.jobs.poll_timeout();
+            let sleep = wake.map_or(Duration::ZERO, |at| at.saturating_since(now()));
+            let input = tokio::select! {
+                () = &mut *shutdown => Input::Shutdown,
+                message = link.next() => Input::Control(message),
+                Some(event) = self.events_rx.recv() => Input::Job(event),
+                () = tokio::time::sleep(sleep), if wake.is_some() => Input::Timeout,
+            };
+            match input {
+                Input::Shutdown => {
+                    tracing::info!("shutting down");
+                    self.go_offline(Some("agent shutting down")).await;
+                    return None;
+                }
+                Input::Control(Ok(message)) => self.on_message(message).await,
+                Input::Control(Err(error)) => self.link_error = Some(error),
+                Input::Job(event) => self.on_job_event(event).await,
+                Input::Timeout => {
+                    self.jobs.handle_timeout(now());
+                    self.drive().await;
+                }
+            }
+        }
+    }
+
+    /// Stops the download (it needs the link), then closes the link: with
+    /// code 0 and `close_reason` on shutdown, abandoned with code 1 otherwise.
+    async fn go_offline(&mut self, close_reason: Option<&str>) {
+        if let Some(task) = self.fetch.take() {
+            task.handle.abort();
+            let _ = task.handle.await;
+            let event = JobEvent::FetchInterrupted { attempt: task.attempt, reason: "connection closed".into() };
+            self.jobs.handle(now(), task.id, event);
+        }
+        match (self.link.take(), close_reason) {
+            (Some(link), Some(reason)) => link.close(reason).await,
+            (Some(link), None) => link.abandon("control stream failed"),
+            (None, _) => {}
+        }
+        self.drive().await;
+    }
+
+    async fn on_message(&mut self, message: ControllerMessage) {
+        match message {
+            ControllerMessage::Assign(assignment) => {
+                tracing::info!(assignment = %assignment.id, "assignment received");
+                self.jobs.assign(now(), assignment);
+                self.drive().await;
+            }
+            ControllerMessage::Cancel { assignment } if self.jobs.contains(assignment) => {
+                tracing::info!(%assignment, "assignment cancelled by the controller");
+                self.jobs.handle(now(), assignment, JobEvent::Cancel);
+                self.drive().await;
+            }
+            ControllerMessage::Cancel { assignment } => tracing::warn!(%assignment, "cancel for an unknown assignment"),
+            ControllerMessage::Ack { seq } => {
+                if let Err(e) = self.outbox.ack(seq) {
+                    tracing::error!(error = %e, seq, "cannot record the acknowledgement");
+                }
+            }
+            ControllerMessage::Refused { reason } => self.link_error = Some(AgentError::Refused { reason }),
+            other @ ControllerMessage::Welcome(_) => tracing::warn!(message = session::kind(&other), "ignoring"),
+        }
+    }
+
+    async fn on_job_event(&mut self, (id, event): (AssignmentId, JobEvent)) {
+        let ends_fetch = match &event {
+            JobEvent::Fetched { attempt, .. } => Some(*attempt),
+            JobEvent::FetchInterrupted { attempt, reason } => {
+                tracing::warn!(assignment = %id, attempt, reason, "download interrupted");
+                Some(*attempt)
+            }
+            JobEvent::FetchFailed { attempt, message } => {
+                tracing::error!(assignment = %id, attempt, error = %message, "download failed");
+                Some(*attempt)
+            }
+            _ => None,
+        };
+        if ends_fetch.is_some() && self.fetch.as_ref().map(|t| (t.id, Some(t.attempt))) == Some((id, ends_fetch)) {
+            self.fetch = None;
+        }
+        let installed = matches!(event, JobEvent::Installed { .. });
+        self.jobs.handle(now(), id, event);
+        self.drive().await;
+        if installed {
+            let inventory = self.inventory().await;
+            self.send(&AgentMessage::Inventory(inventory)).await;
+        }
+    }
+
+    /// Carries out every queued job action.
+    async fn drive(&mut self) {
+        while let Some((id, action)) = self.jobs.poll_action() {
+            self.execute(id, action).await;
+        }
+    }
+
+    async fn execute(&mut self, id: AssignmentId, action: JobAction) {
+        match action {
+            JobAction::Persist => {
+                let Some(job) = self.jobs.get(id) else { return };
+                if let Err(e) = self.journal.save(job.record()) {
+                    tracing::error!(assignment = %id, error = %e, "cannot journal the job");
+                }
+            }
+            JobAction::Report(draft) => {
+                let (report, saved) = self.outbox.push(draft);
+                if let Err(e) = saved {
+                    tracing::error!(error = %e, seq = report.seq, "cannot store the report; sending it anyway");
+                }
+                tracing::info!(assignment = %id, seq = report.seq, state = report.state.name(), "report");
+                self.send(&AgentMessage::Report(report)).await;
+            }
+            JobAction::VerifyMetadata(signed) => {
+                let result = self.verifier.verify(&signed, now());
+                match &result {
+                    Ok(v) => tracing::info!(assignment = %id, release = %v.metadata().label(), "release verified"),
+                    Err(e) => tracing::error!(assignment = %id, error = %e, "release failed verification"),
+                }
+                self.jobs.handle(now(), id, JobEvent::MetadataChecked(result));
+            }
+            JobAction::LookUpActive { name } => {
+                self.on_installer(id, JobEvent::ActiveVersion(None), move |installer| {
+                    let active = installer.active_version(&name).unwrap_or_else(|e| {
+                        tracing::warn!(package = %name, error = %e, "cannot read the active version");
+                        None
+                    });
+                    JobEvent::ActiveVersion(active)
+                });
+            }
+            JobAction::Fetch { attempt, digest, size } => self.start_fetch(id, attempt, digest, size).await,
+            JobAction::CancelFetch => {
+                if let Some(task) = self.fetch.take_if(|t| t.id == id) {
+                    task.handle.abort();
+                    let _ = task.handle.await;
+                }
+            }
+            JobAction::DeleteDownload { digest } => {
+                if let Err(e) = durable::remove(&self.state.download(&digest)) {
+                    tracing::warn!(error = %e, "cannot delete the download");
+                }
+            }
+            JobAction::Install { name, version, digest, active_before } => {
+                tracing::info!(assignment = %id, package = %name, %version, "installing");
+                let path = self.state.download(&digest);
+                let crashed = JobEvent::InstallFailed {
+                    message: "the installer stopped unexpectedly".into(),
+                    active_now: active_before.clone(),
+                };
+                self.on_installer(id, crashed, move |installer| {
+                    install::install(installer, &name, &version, &path, active_before)
+                });
+            }
+        }
+    }
+
+    /// Runs an installer call on a blocking thread; its event (or
+    /// `on_panic`) comes back through the event channel.
+    fn on_installer(
+        &self,
+        id: AssignmentId,
+        on_panic: JobEvent,
+        call: impl FnOnce(&dyn Installer) -> JobEvent + Send + 'static,
+    ) {
+        let installer = Arc::clone(&self.installer);
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let event = tokio::task::spawn_blocking(move || call(&*installer)).await.unwrap_or(on_panic);
+            let _ = tx.send((id, event));
+        });
+    }
+
+    async fn start_fetch(&mut self, id: AssignmentId, attempt: u32, digest: flotte_protocol::Sha256Digest, size: u64) {
+        if let Some(old) = self.fetch.take() {
+            old.handle.abort();
+            let _ = old.handle.await;
+        }
+        let connection = match (&self.link, &self.link_error) {
+            (Some(link), None) => link.connection().clone(),
+            _ => {
+                let reason = "not connected to the controller".to_string();
+                self.jobs.handle(now(), id, JobEvent::FetchInterrupted { attempt, reason });
+                return;
+            }
+        };
+        let path = self.state.download(&digest);
+        let tx = self.events_tx.clone();
+        let handle = tokio::spawn(async move {
+            let started = tx.clone();
+            let on_start = move |offset| {
+                tracing::info!(assignment = %id, offset, size, "downloading");
+                let _ = started.send((id, JobEvent::FetchStarted { attempt, offset }));
+            };
+            let event = match download::fetch(&connection, path, digest, size, on_start).await {
+                Outcome::Done { sha256, size } => JobEvent::Fetched { attempt, sha256, size },
+                Outcome::Interrupted(reason) => JobEvent::FetchInterrupted { attempt, reason },
+                Outcome::Failed(message) => JobEvent::FetchFailed { attempt, message },
+            };
+            let _ = tx.send((id, event));
+        });
+        self.fetch = Some(FetchTask { id, attempt, handle });
+    }
+
+    /// Sends on the control stream if connected; a failure ends the session.
+    async fn send(&mut self, message: &AgentMessage) {
+        if self.link_error.is_some() {
+            return;
+        }
+        let Some(link) = self.link.as_mut() else { return };
+        if let Err(e) = link.send(message).await {
+            self.link_error = Some(e);
+        }
+    }
+
+    async fn inventory(&self) -> Inventory {
+        let installer = Arc::clone(&self.installer);
+        let root = self.config.install_root.clone();
+        let hostname = self.config.hostname.clone();
+        tokio::task::spawn_blocking(move || inventory::collect(&*installer, &root, hostname.as_deref()))
+            .await
+            .unwrap_or_default()
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}

@@ -1,0 +1,77 @@
+//! The layout of the agent's state directory, in one place.
+//!
+//! ```text
+//! DIR/
+//!   identity/agent.key     ECDSA P-256 private key, PEM, mode 0600
+//!   identity/agent.crt     client certificate issued at enrollment
+//!   identity/ca.crt        the controller CA, the only trust anchor
+//!   enrollment.toml        agent id, controller host, QUIC port, trusted keys
+//!   outbox.json            unacknowledged reports and the next sequence number
+//!   jobs/<id>.json         one journal record per assignment
+//!   downloads/<sha256>.part  content being fetched
+//! ```
+//!
+//! Nothing else in the agent builds a path inside the state directory.
+
+use flotte_protocol::{AssignmentId, Sha256Digest};
+use std::path::{Path, PathBuf};
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/flotte-agent";
+
+/// Names every file the agent keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn identity_dir(&self) -> PathBuf {
+        self.root.join("identity")
+    }
+
+    pub fn agent_key(&self) -> PathBuf {
+        self.identity_dir().join("agent.key")
+    }
+
+    pub fn agent_cert(&self) -> PathBuf {
+        self.identity_dir().join("agent.crt")
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.identity_dir().join("ca.crt")
+    }
+
+    pub fn enrollment(&self) -> PathBuf {
+        self.root.join("enrollment.toml")
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.root.join("outbox.json")
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+
+    pub fn job(&self, id: AssignmentId) -> PathBuf {
+        self.jobs_dir().join(format!("{id}.json"))
+    }
+
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
+    }
+
+    /// Where the content with `digest` is downloaded to (and installed from).
+    pub fn download(&self, digest: &Sha256Digest) -> PathBuf {
+        self.downloads_dir().join(format!("{}.part", digest.to_hex()))
+    }
+}
