@@ -6,7 +6,7 @@
 
 use flotte_protocol::api::{
     AgentView, ApiError, AssignmentView, DeployRequest, DeploymentView, KeyRequest, KeyView, PublishRequest,
-    ReleaseView, ReportView, TokenRequest, TokenResponse,
+    ReleaseView, ReportView, RolloutRequest, RolloutView, TokenRequest, TokenResponse,
 };
 use flotte_protocol::{AgentId, PublicKey, Sha256Digest, SignedRelease};
 use serde::Serialize;
@@ -138,6 +138,23 @@ impl AdminClient {
 
     pub fn assignments(&self) -> Result<Vec<AssignmentView>, ClientError> {
         self.get("/v1/assignments")
+    }
+
+    pub fn create_rollout(&self, request: &RolloutRequest) -> Result<RolloutView, ClientError> {
+        self.post("/v1/rollouts", request)
+    }
+
+    pub fn rollouts(&self) -> Result<Vec<RolloutView>, ClientError> {
+        self.get("/v1/rollouts")
+    }
+
+    pub fn rollout(&self, id: u64) -> Result<RolloutView, ClientError> {
+        self.get(&format!("/v1/rollouts/{id}"))
+    }
+
+    /// `command` is `pause`, `resume`, `approve` or `abort`.
+    pub fn rollout_command(&self, id: u64, command: &str) -> Result<RolloutView, ClientError> {
+        self.post(&format!("/v1/rollouts/{id}/{command}"), &serde_json::json!({}))
     }
 }
 

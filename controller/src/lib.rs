@@ -11,6 +11,7 @@
 //! - [`secrets`]: random tokens and their stored hashes.
 //! - [`hub`]: which agents are connected right now, and how to wake their sessions.
 //! - [`quic`]: the QUIC endpoint: one session per agent connection, content streams.
+//! - [`rollout`]: the pure rollout engine (waves, thresholds, soak, halts).
 //! - [`api`]: the HTTPS/JSON admin and enrollment API.
 //! - [`server`]: wires the above into one running controller.
 //! - [`client`]: a blocking admin-API client, used by `flottectl`, the lab and tests.
@@ -29,6 +30,7 @@ pub mod hub;
 pub mod lab;
 pub mod pki;
 pub mod quic;
+pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod store;

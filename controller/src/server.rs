@@ -24,6 +24,8 @@ pub struct Services {
     pub hub: Hub,
     /// Signs agent certificates at enrollment.
     pub ca: Ca,
+    /// Tells the rollout driver that a rollout has news.
+    pub rollouts: crate::rollout::driver::Nudge,
 }
 
 impl Services {
@@ -72,7 +74,9 @@ pub async fn run(
 ) -> Result<(), ControllerError> {
     dir.ensure_initialized()?;
     let store = Store::open(&dir.database())?;
+    let (nudge, news) = crate::rollout::driver::channel();
     let services = Arc::new(Services {
+        rollouts: nudge,
         store,
         content: ContentStore::new(dir.content()),
         hub: Hub::new(),
@@ -98,6 +102,10 @@ pub async fn run(
     let api_task = tokio::spawn(api::serve::serve(listener, tls, router, async move {
         let _ = api_stop.changed().await;
     }));
+    let mut driver_stop = stop_rx.clone();
+    let driver_task = tokio::spawn(crate::rollout::driver::run(services.clone(), news, async move {
+        let _ = driver_stop.changed().await;
+    }));
     let mut quic_stop = stop_rx;
     let quic_task = tokio::spawn(quic::serve(endpoint.clone(), services, async move {
         let _ = quic_stop.changed().await;
@@ -107,6 +115,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = api_task.await;
     let _ = quic_task.await;
+    let _ = driver_task.await;
     endpoint.wait_idle().await;
     Ok(())
 }

@@ -23,8 +23,9 @@ use rusqlite_migration::{M, Migrations};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE admin_tokens (
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE admin_tokens (
         hash TEXT PRIMARY KEY,
         created_at BIGINT NOT NULL
     );
@@ -96,7 +97,27 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
         active_after TEXT,
         PRIMARY KEY (agent_id, seq)
     );",
-)];
+    ),
+    // Rollouts: the pure engine's state, persisted with its effects.
+    M::up(
+        "CREATE TABLE rollouts (
+        id BIGINT PRIMARY KEY REFERENCES deployments (id),
+        target TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        report_watermark BIGINT NOT NULL DEFAULT 0,
+        next_timeout BIGINT,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );",
+    ),
+];
 
 /// What happened to an enrollment token presented by an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,11 +150,11 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-fn ts(t: Timestamp) -> i64 {
+pub(crate) fn ts(t: Timestamp) -> i64 {
     i64::try_from(t.as_unix_millis()).unwrap_or(i64::MAX)
 }
 
-fn from_ts(v: i64) -> Timestamp {
+pub(crate) fn from_ts(v: i64) -> Timestamp {
     Timestamp::from_unix_millis(u64::try_from(v).unwrap_or(0))
 }
 
@@ -161,7 +182,7 @@ impl Store {
         Ok(Store { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 

@@ -15,6 +15,8 @@
 //! - `POST /v1/deployments` — [`DeployRequest`] → [`DeploymentView`];
 //!   `GET /v1/deployments`, `GET /v1/deployments/{id}`.
 //! - `GET /v1/assignments` — `[AssignmentView]`, the per-agent status.
+//! - `POST /v1/rollouts` — [`RolloutRequest`] → [`RolloutView`]; `GET /v1/rollouts`,
+//!   `GET /v1/rollouts/{id}`, `POST /v1/rollouts/{id}/{pause,resume,approve,abort}`.
 //!
 //! Admin requests carry `Authorization: Bearer <admin token>`. Errors are
 //! [`ApiError`] bodies with a 4xx/5xx status.
@@ -180,4 +182,60 @@ mod hex_bytes {
             <Vec<u8>>::deserialize(d)
         }
     }
+}
+
+/// `POST /v1/rollouts`: a release to a target, in waves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRequest {
+    pub name: String,
+    pub version: String,
+    pub target: Target,
+    /// Cumulative wave sizes, e.g. `1,5%,25%,100%`; `100%` is big-bang.
+    pub waves: String,
+    /// Percent of a wave that must succeed before the next one starts.
+    pub success_threshold: f64,
+    /// Failures that halt the rollout: `3` (agents) or `2%`.
+    pub max_failures: String,
+    /// How long a passed wave must stay green, in seconds.
+    pub soak_seconds: u64,
+    /// After this many seconds without a word, an assigned agent is silent.
+    pub silence_seconds: u64,
+    /// Whether silent agents count as failed (`true`) or are skipped.
+    pub silent_counts_as_failed: bool,
+    /// Each next wave waits for `approve`.
+    pub manual: bool,
+    /// When to start; `None` means now. A time in the past is refused.
+    pub start_at: Option<Timestamp>,
+}
+
+/// Progress of one wave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveView {
+    /// As the admin wrote it: `1`, `25%`.
+    pub size: String,
+    pub assigned: u64,
+    pub pending: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub silent: u64,
+}
+
+/// A rollout and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub id: u64,
+    pub name: String,
+    pub version: String,
+    /// `scheduled`, `running`, `paused`, `halted`, `completed`, `aborted`.
+    pub phase: String,
+    /// The current wave (0-based), while there is one.
+    pub wave: Option<usize>,
+    /// `deploying`, `soaking`, `awaiting_approval` while running.
+    pub stage: Option<String>,
+    /// Why it halted.
+    pub reason: Option<String>,
+    pub targeted: u64,
+    pub waves: Vec<WaveView>,
+    pub created_at: Timestamp,
+    pub start_at: Option<Timestamp>,
 }

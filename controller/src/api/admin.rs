@@ -10,8 +10,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use flotte_protocol::api::{
-    AgentView, AssignmentView, DeployRequest, DeploymentView, KeyRequest, KeyView, PublishRequest, ReleaseView,
-    ReportView, Target, TokenRequest, TokenResponse,
+    AgentView, AssignmentView, DeploymentView, KeyRequest, KeyView, PublishRequest, ReleaseView, ReportView,
+    TokenRequest, TokenResponse,
 };
 use flotte_protocol::{AgentId, ReleaseVerifier, Sha256Digest, TrustedKeys};
 use http_body_util::BodyExt;
@@ -132,42 +132,6 @@ pub(super) async fn publish(State(state): State<ApiState>, Json(req): Json<Publi
 
 pub(super) async fn list_deployments(State(state): State<ApiState>) -> ApiResult<Vec<DeploymentView>> {
     Ok(Json(state.services.store.list_deployments()?))
-}
-
-pub(super) async fn deploy(State(state): State<ApiState>, Json(req): Json<DeployRequest>) -> ApiResult<DeploymentView> {
-    let services = &state.services;
-    let label = format!("{}@{}", req.name, req.version);
-    if services.store.release(&req.name, &req.version)?.is_none() {
-        return Err(Failure::new(StatusCode::NOT_FOUND, format!("unknown release {label}"))
-            .hint("publish it first with `flottectl package publish`"));
-    }
-    let agents = services.store.list_agents()?;
-    let targets: Vec<AgentId> = match &req.target {
-        Target::All => agents.iter().map(|a| a.id.clone()).collect(),
-        Target::Agents(names) => {
-            let mut ids = Vec::new();
-            for name in names {
-                let agent = agents.iter().find(|a| a.id.0 == *name || a.hostname == *name).ok_or_else(|| {
-                    Failure::new(StatusCode::BAD_REQUEST, format!("unknown agent {name:?}"))
-                        .hint("`flottectl agents list` shows enrolled agents by id and hostname")
-                })?;
-                if !ids.contains(&agent.id) {
-                    ids.push(agent.id.clone());
-                }
-            }
-            ids
-        }
-    };
-    if targets.is_empty() {
-        return Err(Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "no enrolled agents to deploy to")
-            .hint("enroll agents first with `flottectl agents token` and `flotte-agent enroll`"));
-    }
-    let deployment = services.store.create_deployment(&req.name, &req.version, &targets, services.now())?;
-    info!(deployment = deployment.id, release = %label, agents = targets.len(), "deployment created");
-    for agent in &targets {
-        services.hub.wake(agent);
-    }
-    Ok(Json(deployment))
 }
 
 pub(super) async fn list_assignments(State(state): State<ApiState>) -> ApiResult<Vec<AssignmentView>> {

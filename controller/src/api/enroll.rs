@@ -42,6 +42,29 @@ pub(super) async fn enroll(
         TokenUse::Expired => return Err(Failure::new(StatusCode::UNAUTHORIZED, "enrollment token expired").hint(hint)),
     }
     info!(agent = %agent.id, hostname, "agent enrolled");
+    join_dynamic_rollouts(services, &agent.id, now)?;
     let trusted_keys = services.store.list_signing_keys()?.into_iter().map(|k| k.public_key).collect();
     Ok(Json(EnrollResponse { agent_id: agent.id, certificate_pem: cert.pem, trusted_keys, quic_port: state.quic_port }))
+}
+
+/// A new agent matches every unfinished rollout that targets all agents.
+fn join_dynamic_rollouts(
+    services: &crate::server::Services,
+    agent: &AgentId,
+    now: flotte_protocol::Timestamp,
+) -> Result<(), Failure> {
+    for (id, _, target) in services.store.active_rollouts()? {
+        if target != flotte_protocol::api::Target::All {
+            continue;
+        }
+        let step = services.store.step_rollout(id, now, |r| {
+            r.add_agent(now, agent.clone());
+            Ok::<(), std::convert::Infallible>(())
+        })?;
+        match step {
+            Ok(step) => crate::rollout::driver::after_step(services, id, &step),
+            Err(never) => match never {},
+        }
+    }
+    Ok(())
 }

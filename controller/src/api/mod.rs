@@ -10,6 +10,7 @@
 
 mod admin;
 mod enroll;
+mod rollouts;
 pub mod serve;
 
 use crate::server::Services;
@@ -40,7 +41,10 @@ pub fn router(services: Arc<Services>, quic_port: u16) -> Router {
         .route("/v1/keys", get(admin::list_keys).post(admin::add_key))
         .route("/v1/content/{sha256}", put(admin::upload_content).layer(DefaultBodyLimit::disable()))
         .route("/v1/releases", get(admin::list_releases).post(admin::publish))
-        .route("/v1/deployments", get(admin::list_deployments).post(admin::deploy))
+        .route("/v1/deployments", get(admin::list_deployments).post(rollouts::deploy))
+        .route("/v1/rollouts", get(rollouts::list).post(rollouts::create))
+        .route("/v1/rollouts/{id}", get(rollouts::show))
+        .route("/v1/rollouts/{id}/{command}", post(rollouts::command))
         .route("/v1/assignments", get(admin::list_assignments))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
@@ -50,17 +54,25 @@ pub fn router(services: Arc<Services>, quic_port: u16) -> Router {
         .with_state(state)
 }
 
-async fn require_admin(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+/// Who made an admin request, for the audit log: `admin:` and the first
+/// hex digits of the token's hash (never the token).
+#[derive(Debug, Clone)]
+struct Actor(String);
+
+async fn require_admin(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let valid = match token {
-        Some(token) => state.services.store.is_admin_token(&crate::secrets::token_hash(token)).unwrap_or(false),
+    let hash = token.map(crate::secrets::token_hash);
+    let valid = match &hash {
+        Some(hash) => state.services.store.is_admin_token(hash).unwrap_or(false),
         None => false,
     };
-    if !valid {
+    if let (true, Some(hash)) = (valid, &hash) {
+        request.extensions_mut().insert(Actor(format!("admin:{}", &hash[..12])));
+    } else {
         return Failure::new(StatusCode::UNAUTHORIZED, "missing or invalid admin token")
             .hint("pass `Authorization: Bearer <token>`; flottectl reads it from its config file or FLOTTE_TOKEN")
             .into_response();

@@ -4,7 +4,8 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotte_controller::client::AdminClient;
-use flotte_controller::ctl::{keys, output, package, profile};
+use flotte_controller::ctl::rollout::RolloutCommand;
+use flotte_controller::ctl::{keys, output, package, profile, rollout};
 use flotte_controller::lab::{self, LabOptions};
 use flotte_protocol::api::{DeployRequest, Target};
 use serde::Serialize;
@@ -63,6 +64,9 @@ enum Command {
     },
     /// Per-agent state of every assignment.
     Status,
+    /// Phased rollouts: create, list, show, pause, resume, approve, abort, wait, watch.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Run a local lab: a controller and N agents on loopback, one deployment.
     Lab {
         /// How many agents to start.
@@ -270,6 +274,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 output::table(&["DEPLOYMENT", "AGENT", "RELEASE", "STATE", "ACTIVE", "UPDATED", "DETAIL"], &rows)
             })
         }
+        Command::Rollout(command) => rollout_command(&cli.connection, json, command),
         Command::Lab { agents, keep, timeout } => {
             if agents == 0 {
                 bail!("--agents must be at least 1");
@@ -278,4 +283,29 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+fn rollout_command(connection: &Connection, json: bool, command: RolloutCommand) -> Result<ExitCode> {
+    let client = client(connection)?;
+    let view = match command {
+        RolloutCommand::Create(args) => client.create_rollout(&args.request()?)?,
+        RolloutCommand::List => return emit(json, &client.rollouts()?, |all| rollout::table(all)),
+        RolloutCommand::Show { id } => client.rollout(id)?,
+        RolloutCommand::Pause { id } => client.rollout_command(id, "pause")?,
+        RolloutCommand::Resume { id } => client.rollout_command(id, "resume")?,
+        RolloutCommand::Approve { id } => client.rollout_command(id, "approve")?,
+        RolloutCommand::Abort { id } => client.rollout_command(id, "abort")?,
+        RolloutCommand::Wait { id, timeout } => {
+            let code = rollout::wait(&client, id, timeout, |r| {
+                if json {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                } else {
+                    print!("{}", rollout::details(r));
+                }
+            })?;
+            return Ok(ExitCode::from(code));
+        }
+        RolloutCommand::Watch { id } => return Ok(ExitCode::from(rollout::watch(&client, id)?)),
+    };
+    emit(json, &view, rollout::details)
 }

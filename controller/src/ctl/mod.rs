@@ -6,9 +6,11 @@
 //! - [`package`]: hashing, signing, uploading and publishing a package.
 //! - [`sample`]: a small sample archive package for the lab and tests.
 //! - [`output`]: human-readable tables, sizes and times.
+//! - [`rollout`]: creating, following and steering rollouts.
 
 pub mod keys;
 pub mod output;
 pub mod package;
 pub mod profile;
+pub mod rollout;
 pub mod sample;

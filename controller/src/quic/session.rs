@@ -146,6 +146,11 @@ async fn handle_message(
         AgentMessage::Inventory(inventory) => services.store.update_inventory(&agent.id, &inventory)?,
         AgentMessage::Report(report) => {
             let outcome = services.store.record_report(&agent.id, &report, now())?;
+            if outcome == crate::store::ReportOutcome::Stored
+                && let Some(rollout) = services.store.rollout_of_assignment(report.assignment.0)?
+            {
+                services.rollouts.rollout(rollout);
+            }
             info!(agent = %agent.id, seq = report.seq, assignment = %report.assignment, state = report.state.name(), ?outcome, "report");
             // Duplicates are acked too: the agent resends until it hears an ack.
             frames::write(send, &ControllerMessage::Ack { seq: report.seq }).await?;

@@ -5,5 +5,6 @@
 mod auth;
 mod delivery;
 mod quic_raw;
+mod rollouts;
 mod transport;
 mod verification;

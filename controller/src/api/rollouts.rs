@@ -1,0 +1,192 @@
+//! Rollout resources: create (and `deploy`, a big-bang rollout), list,
+//! show, and the admin commands pause / resume / approve / abort. Every
+//! change is written to the audit log with who made it.
+
+use super::{Actor, ApiResult, ApiState, Failure};
+use crate::rollout::driver::after_step;
+use crate::rollout::spec::{Advance, RolloutPolicy, SilencePolicy, parse_failure_limit, parse_waves};
+use crate::rollout::{CommandError, Rollout};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use flotte_protocol::api::{DeployRequest, DeploymentView, RolloutRequest, RolloutView, Target};
+use flotte_protocol::{AgentId, Timestamp};
+use std::time::Duration;
+
+/// Start times this far in the past are still "now" (clock skew between
+/// the admin's laptop and the controller).
+const START_SKEW: Duration = Duration::from_secs(60);
+
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Json(req): Json<RolloutRequest>,
+) -> ApiResult<RolloutView> {
+    let policy = policy_of(&req)?;
+    let id = start(&state, &actor, &req.name, &req.version, &req.target, policy, req.start_at)?;
+    show_one(&state, id)
+}
+
+/// `POST /v1/deployments`: a big-bang rollout that starts now.
+pub(super) async fn deploy(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Json(req): Json<DeployRequest>,
+) -> ApiResult<DeploymentView> {
+    let id = start(&state, &actor, &req.name, &req.version, &req.target, RolloutPolicy::big_bang(), None)?;
+    let view = state.services.store.list_deployments()?.into_iter().find(|d| d.id == id);
+    view.map(Json).ok_or_else(|| Failure::internal("deployment vanished after insert"))
+}
+
+fn bad(message: impl Into<String>) -> Failure {
+    Failure::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn policy_of(req: &RolloutRequest) -> Result<RolloutPolicy, Failure> {
+    let policy = RolloutPolicy {
+        waves: parse_waves(&req.waves).map_err(|e| bad(e.to_string()))?,
+        success_threshold: req.success_threshold,
+        failure_limit: parse_failure_limit(&req.max_failures).map_err(|e| bad(e.to_string()))?,
+        soak: Duration::from_secs(req.soak_seconds),
+        silence_deadline: Duration::from_secs(req.silence_seconds.max(1)),
+        silence_policy: if req.silent_counts_as_failed { SilencePolicy::Failed } else { SilencePolicy::Skipped },
+        advance: if req.manual { Advance::Manual } else { Advance::Automatic },
+    };
+    policy.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(policy)
+}
+
+/// Validates the request against the fleet and creates the rollout.
+fn start(
+    state: &ApiState,
+    actor: &Actor,
+    name: &str,
+    version: &str,
+    target: &Target,
+    policy: RolloutPolicy,
+    start_at: Option<Timestamp>,
+) -> Result<u64, Failure> {
+    let services = &state.services;
+    let now = services.now();
+    let label = format!("{name}@{version}");
+    if services.store.release(name, version)?.is_none() {
+        return Err(Failure::new(StatusCode::NOT_FOUND, format!("unknown release {label}"))
+            .hint("publish it first with `flottectl package publish`"));
+    }
+    let start_at = match start_at {
+        Some(t) if t.saturating_add(START_SKEW) < now => {
+            return Err(
+                bad(format!("start time {t} is in the past (it is now {now})")).hint("leave out --start to start now")
+            );
+        }
+        Some(t) => t,
+        None => now,
+    };
+    let agents = resolve_targets(state, target)?;
+    if agents.is_empty() {
+        return Err(Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "no enrolled agents to deploy to")
+            .hint("enroll agents first with `flottectl agents token` and `flotte-agent enroll`"));
+    }
+    check_conflicts(state, name, version, target)?;
+    let (id, step) = services.store.create_rollout(name, version, target, now, |id| {
+        Rollout::new(id, policy.clone(), agents.iter().cloned(), start_at)
+    })?;
+    services.store.audit(
+        &actor.0,
+        "rollout.create",
+        &format!(
+            "rollout {id}: {label} to {} agents, waves {}",
+            agents.len(),
+            policy.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
+        ),
+        now,
+    )?;
+    after_step(services, id, &step);
+    Ok(id)
+}
+
+fn resolve_targets(state: &ApiState, target: &Target) -> Result<Vec<AgentId>, Failure> {
+    let agents = state.services.store.list_agents()?;
+    match target {
+        Target::All => Ok(agents.iter().map(|a| a.id.clone()).collect()),
+        Target::Agents(names) => {
+            let mut ids = Vec::new();
+            for name in names {
+                let agent = agents.iter().find(|a| a.id.0 == *name || a.hostname == *name).ok_or_else(|| {
+                    bad(format!("unknown agent {name:?}"))
+                        .hint("`flottectl agents list` shows enrolled agents by id and hostname")
+                })?;
+                if !ids.contains(&agent.id) {
+                    ids.push(agent.id.clone());
+                }
+            }
+            Ok(ids)
+        }
+    }
+}
+
+/// Two unfinished rollouts of different versions of one package must not
+/// reach the same agent: which one wins would depend on timing.
+fn check_conflicts(state: &ApiState, name: &str, version: &str, target: &Target) -> Result<(), Failure> {
+    let store = &state.services.store;
+    for (id, _, other_target) in store.active_rollouts()? {
+        let Some(other) = store.rollout_views(Some(id))?.pop() else { continue };
+        if other.name != name || other.version == version {
+            continue;
+        }
+        let overlap = match (target, &other_target) {
+            (Target::All, _) | (_, Target::All) => true,
+            (Target::Agents(a), Target::Agents(b)) => a.iter().any(|x| b.contains(x)),
+        };
+        if overlap {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "rollout {id} of {}@{} is still {} on some of these agents",
+                    other.name, other.version, other.phase
+                ),
+            )
+            .hint(format!("wait for it, or `flottectl rollout abort {id}` first")));
+        }
+    }
+    Ok(())
+}
+
+fn show_one(state: &ApiState, id: u64) -> ApiResult<RolloutView> {
+    state.services.store.rollout_views(Some(id))?.pop().map(Json).ok_or_else(|| {
+        Failure::new(StatusCode::NOT_FOUND, format!("no rollout {id}")).hint("`flottectl rollout list` shows them")
+    })
+}
+
+pub(super) async fn list(State(state): State<ApiState>) -> ApiResult<Vec<RolloutView>> {
+    Ok(Json(state.services.store.rollout_views(None)?))
+}
+
+pub(super) async fn show(State(state): State<ApiState>, Path(id): Path<u64>) -> ApiResult<RolloutView> {
+    show_one(&state, id)
+}
+
+pub(super) async fn command(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path((id, command)): Path<(u64, String)>,
+) -> ApiResult<RolloutView> {
+    let services = &state.services;
+    let _exists = show_one(&state, id)?;
+    let now = services.now();
+    let run: fn(&mut Rollout, Timestamp) -> Result<(), CommandError> = match command.as_str() {
+        "pause" => |r, _| r.pause(),
+        "resume" => |r, now| r.resume(now),
+        "approve" => |r, now| r.approve(now),
+        "abort" => |r, _| r.abort(),
+        other => return Err(bad(format!("unknown rollout command {other:?}; use pause, resume, approve or abort"))),
+    };
+    match services.store.step_rollout(id, now, |r| run(r, now))? {
+        Ok(step) => {
+            services.store.audit(&actor.0, &format!("rollout.{command}"), &format!("rollout {id}"), now)?;
+            after_step(services, id, &step);
+            show_one(&state, id)
+        }
+        Err(e) => Err(Failure::new(StatusCode::CONFLICT, e.to_string())),
+    }
+}

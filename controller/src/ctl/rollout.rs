@@ -1,0 +1,256 @@
+//! `flottectl rollout …`: create, follow and steer rollouts.
+//!
+//! `wait` is for pipelines: it exits 0 when the rollout completes, 3 when it
+//! halts and 4 when it is aborted. `watch` redraws per-wave progress bars
+//! on a terminal and prints one line per change otherwise.
+
+use super::output;
+use crate::client::AdminClient;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use flotte_protocol::Timestamp;
+use flotte_protocol::api::{RolloutRequest, RolloutView, Target};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// Exit code of `rollout wait` for a halted rollout.
+pub const EXIT_HALTED: u8 = 3;
+/// Exit code of `rollout wait` for an aborted rollout.
+pub const EXIT_ABORTED: u8 = 4;
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Roll a release out in waves.
+    Create(CreateArgs),
+    /// All rollouts.
+    List,
+    /// One rollout with per-wave counts.
+    Show { id: u64 },
+    /// Stop starting new waves.
+    Pause { id: u64 },
+    /// Continue a paused rollout, or override a halt.
+    Resume { id: u64 },
+    /// Let a wave that awaits approval lead to the next.
+    Approve { id: u64 },
+    /// Stop the rollout for good.
+    Abort { id: u64 },
+    /// Block until the rollout completes (exit 0), halts (3) or is aborted (4).
+    Wait {
+        id: u64,
+        /// Give up after this long (exit 1).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Live per-wave progress until the rollout finishes or halts.
+    Watch { id: u64 },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// NAME@VERSION of a published release.
+    pub release: String,
+    /// `all` (agents enrolling later join), or a comma-separated list of agent ids or hostnames.
+    #[arg(long)]
+    pub to: String,
+    /// Cumulative wave sizes: counts or percentages; the last must be 100%.
+    #[arg(long, default_value = "1,25%,100%")]
+    pub waves: String,
+    /// Percent of a wave that must succeed before the next starts.
+    #[arg(long, default_value_t = 95.0)]
+    pub success: f64,
+    /// Halt when more agents fail than this: a count (3) or a percentage (2%).
+    #[arg(long, default_value = "2%")]
+    pub max_failures: String,
+    /// How long a passed wave must stay green before the next (e.g. 10m).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub soak: Duration,
+    /// An assigned agent silent this long counts as failed (or skipped with --skip-silent).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub silence: Duration,
+    /// Silent agents leave the denominator instead of counting as failed.
+    #[arg(long)]
+    pub skip_silent: bool,
+    /// Each next wave waits for `flottectl rollout approve`.
+    #[arg(long)]
+    pub manual: bool,
+    /// Start time, RFC 3339 with an offset, e.g. 2026-12-05T22:00:00+01:00.
+    #[arg(long, value_parser = parse_start)]
+    pub start: Option<Timestamp>,
+}
+
+/// Parses RFC 3339 with `Z` or a `±HH:MM` offset.
+pub fn parse_start(s: &str) -> Result<Timestamp, String> {
+    let bad = || format!("{s:?} is not an RFC 3339 time like 2026-12-05T22:00:00+01:00");
+    let (local, offset_minutes) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
+        Some((local, off)) if off.starts_with(['+', '-']) && off.as_bytes()[3] == b':' => {
+            let hours: i64 = off[1..3].parse().map_err(|_| bad())?;
+            let minutes: i64 = off[4..6].parse().map_err(|_| bad())?;
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            (local.to_string(), sign * (hours * 60 + minutes))
+        }
+        _ => (s.trim_end_matches('Z').to_string(), 0),
+    };
+    let utc_as_if = Timestamp::parse_rfc3339(&format!("{local}Z")).ok_or_else(bad)?;
+    let ms = utc_as_if.as_unix_millis() as i64 - offset_minutes * 60_000;
+    u64::try_from(ms).map(Timestamp::from_unix_millis).map_err(|_| bad())
+}
+
+fn release(spec: &str) -> Result<(String, String)> {
+    let (name, version) = spec.split_once('@').context("release must be written NAME@VERSION, e.g. app@1.2.0")?;
+    Ok((name.to_string(), version.to_string()))
+}
+
+/// Parses `--to`.
+pub fn target(to: &str) -> Target {
+    if to == "all" {
+        Target::All
+    } else {
+        Target::Agents(to.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    }
+}
+
+impl CreateArgs {
+    pub fn request(&self) -> Result<RolloutRequest> {
+        let (name, version) = release(&self.release)?;
+        Ok(RolloutRequest {
+            name,
+            version,
+            target: target(&self.to),
+            waves: self.waves.clone(),
+            success_threshold: self.success,
+            max_failures: self.max_failures.clone(),
+            soak_seconds: self.soak.as_secs(),
+            silence_seconds: self.silence.as_secs(),
+            silent_counts_as_failed: !self.skip_silent,
+            manual: self.manual,
+            start_at: self.start,
+        })
+    }
+}
+
+/// One line per rollout for `list`.
+pub fn table(rollouts: &[RolloutView]) -> String {
+    let rows: Vec<Vec<String>> = rollouts
+        .iter()
+        .map(|r| {
+            let t = totals(r);
+            vec![
+                r.id.to_string(),
+                format!("{}@{}", r.name, r.version),
+                phase_label(r),
+                format!("{}/{}", t.1, r.targeted),
+                t.2.to_string(),
+                r.created_at.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "RELEASE", "PHASE", "SUCCEEDED", "FAILED", "CREATED"], &rows)
+}
+
+/// (assigned, succeeded, failed+silent, pending)
+fn totals(r: &RolloutView) -> (u64, u64, u64, u64) {
+    r.waves
+        .iter()
+        .fold((0, 0, 0, 0), |(a, s, f, p), w| (a + w.assigned, s + w.succeeded, f + w.failed + w.silent, p + w.pending))
+}
+
+fn phase_label(r: &RolloutView) -> String {
+    match (&r.wave, &r.stage, &r.reason) {
+        (_, _, Some(reason)) => format!("{}: {reason}", r.phase),
+        (Some(w), Some(stage), _) => format!("{} (wave {} of {}, {stage})", r.phase, w + 1, r.waves.len()),
+        _ => r.phase.clone(),
+    }
+}
+
+/// The multi-line view for `show` and `watch`.
+pub fn details(r: &RolloutView) -> String {
+    let mut out = format!("rollout {} of {}@{}: {}\n", r.id, r.name, r.version, phase_label(r));
+    if let Some(start) = r.start_at {
+        out.push_str(&format!("starts at {start}\n"));
+    }
+    for (i, w) in r.waves.iter().enumerate() {
+        let width = 30usize;
+        let done = if w.assigned == 0 { 0 } else { (w.succeeded as usize * width) / w.assigned as usize };
+        let bad = if w.assigned == 0 { 0 } else { ((w.failed + w.silent) as usize * width) / w.assigned as usize };
+        let bar = format!("{}{}{}", "#".repeat(done), "x".repeat(bad), ".".repeat(width.saturating_sub(done + bad)));
+        out.push_str(&format!(
+            "  wave {} ({:>5}) [{bar}] {} assigned: {} succeeded, {} failed, {} silent, {} pending\n",
+            i + 1,
+            w.size,
+            w.assigned,
+            w.succeeded,
+            w.failed,
+            w.silent,
+            w.pending
+        ));
+    }
+    out
+}
+
+fn finished(r: &RolloutView) -> Option<u8> {
+    match r.phase.as_str() {
+        "completed" => Some(0),
+        "halted" => Some(EXIT_HALTED),
+        "aborted" => Some(EXIT_ABORTED),
+        _ => None,
+    }
+}
+
+/// Polls until the rollout is completed, halted or aborted; returns the exit code.
+pub fn wait(
+    client: &AdminClient,
+    id: u64,
+    timeout: Option<Duration>,
+    mut on_change: impl FnMut(&RolloutView),
+) -> Result<u8> {
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        let r = client.rollout(id)?;
+        if last.as_ref() != Some(&r) {
+            on_change(&r);
+        }
+        if let Some(code) = finished(&r) {
+            return Ok(code);
+        }
+        last = Some(r);
+        if timeout.is_some_and(|t| started.elapsed() > t) {
+            bail!(
+                "rollout {id} still {} after {}",
+                last.map(|r| r.phase).unwrap_or_default(),
+                output::duration(started.elapsed())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `watch`: redraws in place on a terminal.
+pub fn watch(client: &AdminClient, id: u64) -> Result<u8> {
+    let tty = std::io::stdout().is_terminal();
+    let mut drawn_lines = 0;
+    wait(client, id, None, |r| {
+        let text = details(r);
+        let mut out = std::io::stdout();
+        if tty && drawn_lines > 0 {
+            let _ = write!(out, "\x1b[{drawn_lines}A\x1b[J");
+        }
+        let _ = write!(out, "{text}");
+        let _ = out.flush();
+        drawn_lines = text.lines().count();
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_times_with_offsets_convert_to_utc() {
+        let t = parse_start("2026-12-05T22:00:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-05T21:00:00.000Z");
+        assert_eq!(parse_start("2026-12-05T21:00:00Z").unwrap(), t);
+        assert_eq!(parse_start("2026-12-05T16:00:00-05:00").unwrap(), t);
+        assert!(parse_start("next saturday").is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! The rollout shell: runs engine steps when something happened (a report
+//! for one of a rollout's assignments) or when a rollout's timer is due,
+//! and wakes the sessions of newly assigned agents.
+//!
+//! It holds no rollout state of its own: every step loads the engine from
+//! the store and commits it back (see [`super::persist`]), so a restart
+//! resumes exactly where the last commit left off.
+
+use super::persist::Step;
+use crate::server::Services;
+use flotte_protocol::Timestamp;
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+/// Tells the driver that a rollout has news.
+#[derive(Clone)]
+pub struct Nudge(mpsc::UnboundedSender<u64>);
+
+impl Nudge {
+    pub fn rollout(&self, id: u64) {
+        let _ = self.0.send(id);
+    }
+}
+
+/// Creates the channel between sessions and the driver.
+pub fn channel() -> (Nudge, mpsc::UnboundedReceiver<u64>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Nudge(tx), rx)
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+/// Carries out a step's effects outside the store: wake sessions, log.
+pub fn after_step(services: &Services, id: u64, step: &Step) {
+    for agent in &step.assigned {
+        services.hub.wake(agent);
+    }
+    for d in &step.dispatches {
+        use super::engine::Dispatch::*;
+        match d {
+            Assign { .. } => {}
+            WaveStarted { wave, agents } => info!(rollout = id, wave, agents, "wave started"),
+            WavePassed { wave } => info!(rollout = id, wave, "wave passed"),
+            AwaitingApproval { wave, reason } => info!(rollout = id, wave, reason, "awaiting approval"),
+            Halted { reason } => {
+                info!(rollout = id, reason, "rollout halted");
+                let _ = services.store.audit("system", "rollout.halt", &format!("rollout {id}: {reason}"), now());
+            }
+            Completed => info!(rollout = id, "rollout completed"),
+        }
+    }
+}
+
+/// Runs one step with no command; logs instead of failing.
+pub fn step(services: &Services, id: u64, at: Timestamp) {
+    match services.store.step_rollout(id, at, |_| Ok::<(), Infallible>(())) {
+        Ok(Ok(step)) => after_step(services, id, &step),
+        Ok(Err(never)) => match never {},
+        Err(e) => error!(rollout = id, error = %e, "rollout step failed"),
+    }
+}
+
+/// Runs until `shutdown`: steps rollouts with news or due timers.
+pub async fn run(services: Arc<Services>, mut news: mpsc::UnboundedReceiver<u64>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    // Catch up on whatever happened while the controller was down.
+    for (id, _, _) in services.store.active_rollouts().unwrap_or_default() {
+        step(&services, id, now());
+    }
+    loop {
+        let active = services.store.active_rollouts().unwrap_or_default();
+        let next = active.iter().filter_map(|(_, t, _)| *t).min();
+        let wait = next.map_or(Duration::from_secs(3600), |t| t.saturating_since(now()));
+        tokio::select! {
+            first = news.recv() => {
+                let Some(first) = first else { return };
+                let mut ids = BTreeSet::from([first]);
+                while let Ok(id) = news.try_recv() {
+                    ids.insert(id);
+                }
+                for id in ids {
+                    step(&services, id, now());
+                }
+            }
+            () = tokio::time::sleep(wait) => {
+                let at = now();
+                for (id, due, _) in active {
+                    if due.is_some_and(|t| t <= at) {
+                        step(&services, id, at);
+                    }
+                }
+            }
+            () = &mut shutdown => return,
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The rollout engine: one rollout's policy as a pure state machine.
+//!
+//! Inputs are events plus `now` ([`Rollout::handle_report`],
+//! [`Rollout::add_agent`], [`Rollout::handle_timeout`], admin commands);
+//! outputs are [`Dispatch`]es ([`Rollout::poll_dispatch`]) and the next
+//! time it wants to be called ([`Rollout::poll_timeout`]). No sockets, no
+//! files, no clock, no randomness: a test can drive 10,000 agents through a
+//! rollout in milliseconds, and the controller can persist the whole value
+//! (serde) after every step and resume exactly where it was.
+//!
+//! # The arithmetic
+//! - Every targeted agent is in one of five states: *unassigned*, *pending*
+//!   (assigned, no final word), *succeeded*, *failed* (including rolled
+//!   back), or *silent* (pending past the silence deadline).
+//! - *Silent* agents count as failed or leave the denominator, by policy.
+//!   A silent agent that reports later counts by what it reports: every
+//!   agent counts once, by its latest state (so a retried agent counts by its
+//!   final state).
+//! - The **failure limit** is checked after every event, over everything
+//!   assigned so far: `failed > n`, or `failed > p% × counted`, where
+//!   `counted = assigned − skipped`. Crossing it halts the rollout.
+//! - A wave **passes** when `succeeded ≥ threshold% × counted` for that
+//!   wave's own members. A wave whose members were all skipped has produced
+//!   no evidence and waits for an admin's approval instead of passing.
+//! - After passing, the wave **soaks**; failures during the soak still
+//!   count, and the wave must still pass when the soak ends.
+//! - Waves are cumulative shares of the targeted fleet *as it is when the
+//!   wave starts*, so agents that enroll mid-rollout are picked up by the
+//!   next wave (or at once, once the last wave has started). Offline agents
+//!   are assigned like any other; the silence deadline decides how they
+//!   count if they stay away.
+
+use super::cohort::cohort_key;
+use super::spec::{Advance, FailureLimit, RolloutPolicy, SilencePolicy};
+use flotte_protocol::{AgentId, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for its start time.
+    Scheduled {
+        start_at: Timestamp,
+    },
+    /// Wave `wave` (0-based) is out.
+    Running {
+        wave: usize,
+        stage: Stage,
+    },
+    /// An admin paused it; `stage` is where it resumes.
+    Paused {
+        wave: usize,
+        stage: Stage,
+    },
+    /// The failure limit was crossed (or an admin override is needed).
+    Halted {
+        wave: usize,
+        reason: String,
+    },
+    Completed,
+    Aborted,
+}
+
+impl Phase {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Scheduled { .. } => "scheduled",
+            Phase::Running { .. } => "running",
+            Phase::Paused { .. } => "paused",
+            Phase::Halted { .. } => "halted",
+            Phase::Completed => "completed",
+            Phase::Aborted => "aborted",
+        }
+    }
+
+    /// Whether nothing will ever happen again.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Phase::Completed | Phase::Aborted)
+    }
+}
+
+/// Where the current wave stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Waiting for enough successes.
+    Deploying,
+    /// Passed; its successes must stay green until `until`.
+    Soaking { until: Timestamp },
+    /// Passed and soaked; waiting for `flottectl rollout approve`.
+    AwaitingApproval,
+}
+
+/// What an agent said about its assignment, as far as the policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Still working (downloading, installing, in probation…).
+    Progress,
+    Succeeded,
+    /// Failed or rolled back; the new version is not running.
+    Failed,
+}
+
+/// Something the controller must carry out or record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dispatch {
+    /// Give this agent the rollout's release.
+    Assign {
+        agent: AgentId,
+        wave: usize,
+    },
+    WaveStarted {
+        wave: usize,
+        agents: u64,
+    },
+    WavePassed {
+        wave: usize,
+    },
+    AwaitingApproval {
+        wave: usize,
+        reason: String,
+    },
+    Halted {
+        reason: String,
+    },
+    Completed,
+}
+
+/// An admin command that does not apply in the current phase.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {command} a rollout that is {phase}{hint}")]
+pub struct CommandError {
+    pub command: &'static str,
+    pub phase: &'static str,
+    pub hint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Unassigned,
+    Pending,
+    Succeeded,
+    Failed,
+    Silent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Member {
+    key: u64,
+    wave: Option<usize>,
+    status: Status,
+    /// When it was assigned or last heard from; the silence clock.
+    heard_at: Option<Timestamp>,
+}
+
+/// Counts for one wave (or the whole rollout).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub assigned: u64,
+    pub pending: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub silent: u64,
+}
+
+impl Tally {
+    fn bucket(&mut self, status: Status) -> Option<&mut u64> {
+        match status {
+            Status::Unassigned => None,
+            Status::Pending => Some(&mut self.pending),
+            Status::Succeeded => Some(&mut self.succeeded),
+            Status::Failed => Some(&mut self.failed),
+            Status::Silent => Some(&mut self.silent),
+        }
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.assigned += other.assigned;
+        self.pending += other.pending;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.silent += other.silent;
+    }
+
+    /// Failures under `policy` (silent agents may count).
+    pub fn failures(&self, policy: SilencePolicy) -> u64 {
+        self.failed + if policy == SilencePolicy::Failed { self.silent } else { 0 }
+    }
+
+    /// The denominator: assigned minus skipped.
+    pub fn counted(&self, policy: SilencePolicy) -> u64 {
+        self.assigned - if policy == SilencePolicy::Skipped { self.silent } else { 0 }
+    }
+}
+
+/// One rollout. Serialize it to persist it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    id: u64,
+    policy: RolloutPolicy,
+    phase: Phase,
+    members: BTreeMap<AgentId, Member>,
+    /// Per-wave counts, kept in step with `members`.
+    waves: Vec<Tally>,
+    /// (deadline, agent) for every pending member.
+    silence: BTreeSet<(Timestamp, AgentId)>,
+    #[serde(skip)]
+    out: VecDeque<Dispatch>,
+}
+
+impl Rollout {
+    /// A rollout of `policy` (already validated) over `agents`, starting at
+    /// `start_at`.
+    pub fn new(id: u64, policy: RolloutPolicy, agents: impl IntoIterator<Item = AgentId>, start_at: Timestamp) -> Self {
+        let waves = vec![Tally::default(); policy.waves.len()];
+        let mut rollout = Rollout {
+            id,
+            policy,
+            phase: Phase::Scheduled { start_at },
+            members: BTreeMap::new(),
+            waves,
+            silence: BTreeSet::new(),
+            out: VecDeque::new(),
+        };
+        for agent in agents {
+            rollout.insert_member(agent);
+        }
+        rollout
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn policy(&self) -> &RolloutPolicy {
+        &self.policy
+    }
+
+    /// Per-wave counts.
+    pub fn wave_tallies(&self) -> &[Tally] {
+        &self.waves
+    }
+
+    /// Counts over every wave.
+    pub fn total(&self) -> Tally {
+        let mut t = Tally::default();
+        for w in &self.waves {
+            t.add(w);
+        }
+        t
+    }
+
+    /// How many agents the rollout targets now.
+    pub fn fleet(&self) -> u64 {
+        self.members.len() as u64
+    }
+
+    /// The next thing to carry out.
+    pub fn poll_dispatch(&mut self) -> Option<Dispatch> {
+        self.out.pop_front()
+    }
+
+    /// When [`Rollout::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let phase_timer = match &self.phase {
+            Phase::Scheduled { start_at } => Some(*start_at),
+            Phase::Running { stage: Stage::Soaking { until }, .. } => Some(*until),
+            _ => None,
+        };
+        let silence = if self.phase.is_final() { None } else { self.silence.first().map(|(t, _)| *t) };
+        [phase_timer, silence].into_iter().flatten().min()
+    }
+
+    /// Advances time: starts a scheduled rollout, ends soaks, and marks agents
+    /// silent whose deadline passed.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if self.phase.is_final() {
+            return;
+        }
+        while let Some((deadline, agent)) = self.silence.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.silence.pop_first();
+            self.set_status(&agent, Status::Silent);
+        }
+        match self.phase.clone() {
+            Phase::Scheduled { start_at } if start_at <= now => self.start_wave(now, 0),
+            Phase::Running { wave, stage: Stage::Soaking { until } } if until <= now => self.soaked(now, wave),
+            _ => {}
+        }
+        self.evaluate(now);
+    }
+
+    /// A targeted agent reported on its assignment.
+    pub fn handle_report(&mut self, now: Timestamp, agent: &AgentId, outcome: Outcome) {
+        let Some(member) = self.members.get(agent) else { return };
+        if member.status == Status::Unassigned {
+            return;
+        }
+        if let Some(heard) = member.heard_at {
+            self.silence.remove(&(heard.saturating_add(self.policy.silence_deadline), agent.clone()));
+        }
+        let status = match outcome {
+            Outcome::Progress => Status::Pending,
+            Outcome::Succeeded => Status::Succeeded,
+            Outcome::Failed => Status::Failed,
+        };
+        if let Some(m) = self.members.get_mut(agent) {
+            m.heard_at = Some(now);
+        }
+        if status == Status::Pending {
+            self.silence.insert((now.saturating_add(self.policy.silence_deadline), agent.clone()));
+        }
+        self.set_status(agent, status);
+        self.evaluate(now);
+    }
+
+    /// An agent that matches the rollout's target appeared (enrolled, or
+    /// newly tagged). It joins the next wave, or at once if the last wave has
+    /// started.
+    pub fn add_agent(&mut self, now: Timestamp, agent: AgentId) {
+        if self.members.contains_key(&agent) || self.phase.is_final() && self.phase != Phase::Completed {
+            return;
+        }
+        self.insert_member(agent.clone());
+        let last = self.policy.waves.len() - 1;
+        let wave_started = match &self.phase {
+            Phase::Running { wave, .. } | Phase::Paused { wave, .. } | Phase::Halted { wave, .. } => Some(*wave),
+            Phase::Completed => Some(last),
+            _ => None,
+        };
+        if wave_started == Some(last) && matches!(self.phase, Phase::Running { .. } | Phase::Completed) {
+            self.assign(now, &agent, last);
+        }
+    }
+
+    // ---- admin commands ----
+
+    pub fn pause(&mut self) -> Result<(), CommandError> {
+        match self.phase.clone() {
+            Phase::Running { wave, stage } => {
+                self.phase = Phase::Paused { wave, stage };
+                Ok(())
+            }
+            other => Err(self.refuse("pause", &other, "")),
+        }
+    }
+
+    /// Resumes a paused rollout, or overrides a halt.
+    pub fn resume(&mut self, now: Timestamp) -> Result<(), CommandError> {
+        match self.phase.clone() {
+            Phase::Paused { wave, stage } => self.phase = Phase::Running { wave, stage },
+            Phase::Halted { wave, .. } => self.phase = Phase::Running { wave, stage: Stage::Deploying },
+            other => return Err(self.refuse("resume", &other, "")),
+        }
+        self.evaluate(now);
+        Ok(())
+    }
+
+    /// Lets a wave that awaits approval lead to the next one.
+    pub fn approve(&mut self, now: Timestamp) -> Result<(), CommandError> {
+        match self.phase.clone() {
+            Phase::Running { wave, stage: Stage::AwaitingApproval } => {
+                self.next_wave(now, wave);
+                self.evaluate(now);
+                Ok(())
+            }
+            other => Err(self.refuse("approve", &other, "; only a wave awaiting approval can be approved")),
+        }
+    }
+
+    pub fn abort(&mut self) -> Result<(), CommandError> {
+        if self.phase.is_final() {
+            let phase = self.phase.clone();
+            return Err(self.refuse("abort", &phase, ""));
+        }
+        self.phase = Phase::Aborted;
+        Ok(())
+    }
+
+    fn refuse(&self, command: &'static str, phase: &Phase, hint: &str) -> CommandError {
+        CommandError { command, phase: phase.name(), hint: hint.to_string() }
+    }
+
+    // ---- internals ----
+
+    fn insert_member(&mut self, agent: AgentId) {
+        let key = cohort_key(self.id, &agent);
+        self.members.insert(agent, Member { key, wave: None, status: Status::Unassigned, heard_at: None });
+    }
+
+    fn set_status(&mut self, agent: &AgentId, status: Status) {
+        let Some(m) = self.members.get_mut(agent) else { return };
+        let (old, wave) = (m.status, m.wave);
+        m.status = status;
+        if let Some(tally) = wave.and_then(|w| self.waves.get_mut(w)) {
+            if let Some(b) = tally.bucket(old) {
+                *b -= 1;
+            }
+            if let Some(b) = tally.bucket(status) {
+                *b += 1;
+            }
+        }
+    }
+
+    fn assign(&mut self, now: Timestamp, agent: &AgentId, wave: usize) {
+        let Some(m) = self.members.get_mut(agent) else { return };
+        if m.wave.is_some() {
+            return;
+        }
+        m.wave = Some(wave);
+        m.heard_at = Some(now);
+        if let Some(t) = self.waves.get_mut(wave) {
+            t.assigned += 1;
+        }
+        self.set_status(agent, Status::Pending);
+        self.silence.insert((now.saturating_add(self.policy.silence_deadline), agent.clone()));
+        self.out.push_back(Dispatch::Assign { agent: agent.clone(), wave });
+    }
+
+    fn start_wave(&mut self, now: Timestamp, wave: usize) {
+        let target = self.policy.cumulative_reach(self.fleet()).get(wave).copied().unwrap_or(0);
+        let assigned = self.total().assigned;
+        let need = usize::try_from(target.saturating_sub(assigned)).unwrap_or(usize::MAX);
+        let mut candidates: Vec<(u64, AgentId)> =
+            self.members.iter().filter(|(_, m)| m.wave.is_none()).map(|(id, m)| (m.key, id.clone())).collect();
+        candidates.sort_unstable();
+        self.phase = Phase::Running { wave, stage: Stage::Deploying };
+        self.out.push_back(Dispatch::WaveStarted { wave, agents: need.min(candidates.len()) as u64 });
+        for (_, agent) in candidates.into_iter().take(need) {
+            self.assign(now, &agent, wave);
+        }
+    }
+
+    /// Whether `wave` has enough successes; `None` if it produced no
+    /// evidence at all (every member skipped).
+    fn wave_passes(&self, wave: usize) -> Option<bool> {
+        let t = self.waves.get(wave).copied().unwrap_or_default();
+        let counted = t.counted(self.policy.silence_policy);
+        if counted == 0 {
+            return if t.assigned == 0 { Some(true) } else { None };
+        }
+        Some(t.succeeded as f64 * 100.0 >= self.policy.success_threshold * counted as f64 - 1e-9)
+    }
+
+    fn failure_limit_crossed(&self) -> Option<String> {
+        let total = self.total();
+        let policy = self.policy.silence_policy;
+        let failed = total.failures(policy);
+        let counted = total.counted(policy);
+        match self.policy.failure_limit {
+            FailureLimit::Count(n) if failed > n => Some(format!("{failed} agents failed, more than the limit of {n}")),
+            FailureLimit::Percent(p) if counted > 0 && failed as f64 * 100.0 > p * counted as f64 + 1e-9 => {
+                Some(format!(
+                    "{failed} of {counted} agents failed ({:.1}%), more than the limit of {p}%",
+                    failed as f64 * 100.0 / counted as f64
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies the policy after any change.
+    fn evaluate(&mut self, now: Timestamp) {
+        let wave = match &self.phase {
+            Phase::Running { wave, .. } | Phase::Paused { wave, .. } => *wave,
+            _ => return,
+        };
+        if let Some(reason) = self.failure_limit_crossed() {
+            self.phase = Phase::Halted { wave, reason: reason.clone() };
+            self.out.push_back(Dispatch::Halted { reason });
+            return;
+        }
+        let Phase::Running { wave, stage } = self.phase.clone() else { return };
+        match (stage, self.wave_passes(wave)) {
+            (Stage::Deploying, Some(true)) => {
+                self.out.push_back(Dispatch::WavePassed { wave });
+                if self.policy.soak.is_zero() {
+                    self.soaked(now, wave);
+                } else {
+                    let until = now.saturating_add(self.policy.soak);
+                    self.phase = Phase::Running { wave, stage: Stage::Soaking { until } };
+                }
+            }
+            (Stage::Deploying, None) => {
+                self.phase = Phase::Running { wave, stage: Stage::AwaitingApproval };
+                let reason = "every agent of the wave was skipped, so it produced no evidence".to_string();
+                self.out.push_back(Dispatch::AwaitingApproval { wave, reason });
+            }
+            (Stage::Soaking { .. }, Some(false)) => {
+                // Successes turned into failures during the soak.
+                self.phase = Phase::Running { wave, stage: Stage::Deploying };
+            }
+            _ => {}
+        }
+    }
+
+    /// The soak of `wave` ended.
+    fn soaked(&mut self, now: Timestamp, wave: usize) {
+        if self.wave_passes(wave) != Some(true) {
+            self.phase = Phase::Running { wave, stage: Stage::Deploying };
+            return;
+        }
+        let last = wave + 1 >= self.policy.waves.len();
+        if self.policy.advance == Advance::Manual && !last {
+            self.phase = Phase::Running { wave, stage: Stage::AwaitingApproval };
+            self.out.push_back(Dispatch::AwaitingApproval { wave, reason: "manual advancement".into() });
+        } else {
+            self.next_wave(now, wave);
+        }
+    }
+
+    fn next_wave(&mut self, now: Timestamp, wave: usize) {
+        if wave + 1 >= self.policy.waves.len() {
+            self.phase = Phase::Completed;
+            self.out.push_back(Dispatch::Completed);
+        } else {
+            self.start_wave(now, wave + 1);
+            // An empty wave (cumulative size already reached) passes at once.
+            self.evaluate(now);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Rollouts in the store: the engine's serialized state lives next to the
+//! assignments it created, and every step is one transaction.
+//!
+//! Guarantees:
+//! - An engine step and its effects (new assignments, the new state, the
+//!   report watermark) commit together, so after a crash no agent is
+//!   assigned twice and no wave advances twice.
+//! - Reports are fed to the engine from the `reports` table, past a
+//!   watermark stored with the state: a report stored before a crash but not
+//!   yet seen by the engine is seen after the restart. None is lost.
+
+use super::engine::{Dispatch, Outcome, Rollout};
+use crate::error::ControllerError;
+use crate::store::{Store, from_ts, ts};
+use flotte_protocol::api::{RolloutView, Target, WaveView};
+use flotte_protocol::messages::InstallState;
+use flotte_protocol::{AgentId, Timestamp};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+/// What one engine step did.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Agents that received a new assignment (their sessions need a wake-up).
+    pub assigned: Vec<AgentId>,
+    /// Everything the engine dispatched, for logs and the audit trail.
+    pub dispatches: Vec<Dispatch>,
+}
+
+/// How a report's state counts for a rollout.
+pub fn outcome(state: &InstallState) -> Outcome {
+    match state {
+        InstallState::Succeeded => Outcome::Succeeded,
+        s if s.is_terminal() => Outcome::Failed,
+        _ => Outcome::Progress,
+    }
+}
+
+fn encode(rollout: &Rollout) -> Result<String, ControllerError> {
+    serde_json::to_string(rollout).map_err(|e| ControllerError::Other(format!("cannot encode rollout: {e}")))
+}
+
+fn decode(text: &str) -> Result<Rollout, ControllerError> {
+    serde_json::from_str(text).map_err(|e| ControllerError::Corrupt(format!("rollout state: {e}")))
+}
+
+impl Store {
+    /// Creates a deployment row and its rollout, built by `build` from the
+    /// new id, and runs the first engine step (a rollout due now starts).
+    pub fn create_rollout(
+        &self,
+        name: &str,
+        version: &str,
+        target: &Target,
+        now: Timestamp,
+        build: impl FnOnce(u64) -> Rollout,
+    ) -> Result<(u64, Step), ControllerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO deployments (name, version, created_at) VALUES (?1, ?2, ?3)",
+            params![name, version, ts(now)],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mut rollout = build(u64::try_from(id).unwrap_or(0));
+        rollout.handle_timeout(now);
+        let target = serde_json::to_string(target).map_err(|e| ControllerError::Other(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO rollouts (id, target, engine, phase, updated_at) VALUES (?1, ?2, '', '', ?3)",
+            params![id, target, ts(now)],
+        )?;
+        let step = apply_dispatches(&tx, id, name, version, &mut rollout, now)?;
+        save(&tx, id, &rollout, None, now)?;
+        tx.commit()?;
+        Ok((u64::try_from(id).unwrap_or(0), step))
+    }
+
+    /// Runs one engine step for rollout `id`: feeds it the reports it has
+    /// not seen, then `action` (a command, a timeout, a new agent), and
+    /// commits the result. `action`'s error aborts the step and changes
+    /// nothing.
+    pub fn step_rollout<E>(
+        &self,
+        id: u64,
+        now: Timestamp,
+        action: impl FnOnce(&mut Rollout) -> Result<(), E>,
+    ) -> Result<Result<Step, E>, ControllerError> {
+        let id = i64::try_from(id).unwrap_or(-1);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some((engine, watermark, name, version)) = tx
+            .query_row(
+                "SELECT r.engine, r.report_watermark, d.name, d.version FROM rollouts r
+                 JOIN deployments d ON d.id = r.id WHERE r.id = ?1",
+                params![id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+            )
+            .optional()?
+        else {
+            return Err(ControllerError::Other(format!("no rollout {id}")));
+        };
+        let mut rollout = decode(&engine)?;
+        let mut new_watermark = watermark;
+        {
+            let mut stmt = tx.prepare(
+                "SELECT p.rowid, p.agent_id, p.state, p.received_at FROM reports p
+                 JOIN assignments a ON a.id = p.assignment_id
+                 WHERE a.deployment_id = ?1 AND p.rowid > ?2 ORDER BY p.rowid",
+            )?;
+            let rows = stmt.query_map(params![id, watermark], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            })?;
+            for row in rows {
+                let (rowid, agent, state, received) = row?;
+                let state: InstallState =
+                    serde_json::from_str(&state).map_err(|e| ControllerError::Corrupt(format!("report state: {e}")))?;
+                rollout.handle_report(from_ts(received), &AgentId(agent), outcome(&state));
+                new_watermark = rowid;
+            }
+        }
+        rollout.handle_timeout(now);
+        if let Err(e) = action(&mut rollout) {
+            return Ok(Err(e));
+        }
+        let step = apply_dispatches(&tx, id, &name, &version, &mut rollout, now)?;
+        save(&tx, id, &rollout, Some(new_watermark), now)?;
+        tx.commit()?;
+        Ok(Ok(step))
+    }
+
+    /// The rollout an assignment belongs to, if any.
+    pub fn rollout_of_assignment(&self, assignment: u64) -> Result<Option<u64>, ControllerError> {
+        let found: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT r.id FROM rollouts r JOIN assignments a ON a.deployment_id = r.id WHERE a.id = ?1",
+                params![i64::try_from(assignment).unwrap_or(-1)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    /// Rollouts that are not finished, with the time each wants to be woken.
+    pub fn active_rollouts(&self) -> Result<Vec<(u64, Option<Timestamp>, Target)>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, next_timeout, target FROM rollouts WHERE phase NOT IN ('completed', 'aborted') ORDER BY id",
+        )?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, String>(2)?)))?;
+        rows.map(|row| {
+            let (id, next, target) = row?;
+            let target =
+                serde_json::from_str(&target).map_err(|e| ControllerError::Corrupt(format!("rollout target: {e}")))?;
+            Ok((u64::try_from(id).unwrap_or(0), next.map(from_ts), target))
+        })
+        .collect()
+    }
+
+    /// Every rollout with its progress, newest last; or one by id.
+    pub fn rollout_views(&self, only: Option<u64>) -> Result<Vec<RolloutView>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, d.name, d.version, d.created_at, r.engine FROM rollouts r JOIN deployments d ON d.id = r.id
+             WHERE ?1 IS NULL OR r.id = ?1 ORDER BY r.id",
+        )?;
+        let only = only.map(|v| i64::try_from(v).unwrap_or(-1));
+        let rows = stmt.query_map(params![only], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, name, version, created, engine) = row?;
+            Ok(view(u64::try_from(id).unwrap_or(0), name, version, from_ts(created), &decode(&engine)?))
+        })
+        .collect()
+    }
+
+    /// Appends to the audit log: who did what, when.
+    pub fn audit(&self, actor: &str, action: &str, detail: &str, now: Timestamp) -> Result<(), ControllerError> {
+        self.conn().execute(
+            "INSERT INTO audit_log (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![ts(now), actor, action, detail],
+        )?;
+        Ok(())
+    }
+}
+
+fn apply_dispatches(
+    tx: &Transaction<'_>,
+    id: i64,
+    name: &str,
+    version: &str,
+    rollout: &mut Rollout,
+    now: Timestamp,
+) -> Result<Step, ControllerError> {
+    let mut step = Step::default();
+    while let Some(dispatch) = rollout.poll_dispatch() {
+        if let Dispatch::Assign { agent, .. } = &dispatch {
+            let inserted = tx.execute(
+                "INSERT INTO assignments (deployment_id, agent_id, name, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (deployment_id, agent_id) DO NOTHING",
+                params![id, agent.0, name, version, ts(now)],
+            )?;
+            if inserted == 1 {
+                step.assigned.push(agent.clone());
+            }
+        }
+        step.dispatches.push(dispatch);
+    }
+    Ok(step)
+}
+
+fn save(
+    tx: &Transaction<'_>,
+    id: i64,
+    rollout: &Rollout,
+    watermark: Option<i64>,
+    now: Timestamp,
+) -> Result<(), ControllerError> {
+    tx.execute(
+        "UPDATE rollouts SET engine = ?2, phase = ?3, next_timeout = ?4, updated_at = ?5,
+         report_watermark = COALESCE(?6, report_watermark) WHERE id = ?1",
+        params![id, encode(rollout)?, rollout.phase().name(), rollout.poll_timeout().map(ts), ts(now), watermark],
+    )?;
+    Ok(())
+}
+
+fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: &Rollout) -> RolloutView {
+    use super::engine::{Phase, Stage};
+    let (wave, stage, reason, start_at) = match rollout.phase() {
+        Phase::Scheduled { start_at } => (None, None, None, Some(*start_at)),
+        Phase::Running { wave, stage } | Phase::Paused { wave, stage } => {
+            let stage = match stage {
+                Stage::Deploying => "deploying",
+                Stage::Soaking { .. } => "soaking",
+                Stage::AwaitingApproval => "awaiting_approval",
+            };
+            (Some(*wave), Some(stage.to_string()), None, None)
+        }
+        Phase::Halted { wave, reason } => (Some(*wave), None, Some(reason.clone()), None),
+        Phase::Completed | Phase::Aborted => (None, None, None, None),
+    };
+    let waves = rollout
+        .policy()
+        .waves
+        .iter()
+        .zip(rollout.wave_tallies())
+        .map(|(size, t)| WaveView {
+            size: size.to_string(),
+            assigned: t.assigned,
+            pending: t.pending,
+            succeeded: t.succeeded,
+            failed: t.failed,
+            silent: t.silent,
+        })
+        .collect();
+    RolloutView {
+        id,
+        name,
+        version,
+        phase: rollout.phase().name().to_string(),
+        wave,
+        stage,
+        reason,
+        targeted: rollout.fleet(),
+        waves,
+        created_at,
+        start_at,
+    }
+}

@@ -1,0 +1,328 @@
+//! The rollout policy, specified as tables over the pure engine. Time is a
+//! number; 10,000 agents run through four waves in one test, with no
+//! sockets and no clock.
+
+use super::engine::{Dispatch, Outcome, Phase, Rollout, Stage};
+use super::spec::{Advance, FailureLimit, RolloutPolicy, SilencePolicy, parse_waves};
+use flotte_protocol::{AgentId, Timestamp};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn at(minutes: u64) -> Timestamp {
+    Timestamp::from_unix_millis(1_000_000_000 + minutes * 60_000)
+}
+
+fn agent(i: usize) -> AgentId {
+    AgentId(format!("agt-{i:05}"))
+}
+
+fn policy(waves: &str) -> RolloutPolicy {
+    RolloutPolicy {
+        waves: parse_waves(waves).unwrap(),
+        success_threshold: 95.0,
+        failure_limit: FailureLimit::Percent(2.0),
+        soak: Duration::ZERO,
+        silence_deadline: HOUR,
+        silence_policy: SilencePolicy::Failed,
+        advance: Advance::Automatic,
+    }
+}
+
+/// Drives one rollout and remembers what it dispatched.
+struct Sim {
+    rollout: Rollout,
+    now: Timestamp,
+    /// agent → wave it was assigned in; asserting no agent is assigned twice.
+    assigned: BTreeMap<AgentId, usize>,
+    log: Vec<Dispatch>,
+}
+
+impl Sim {
+    fn new(policy: RolloutPolicy, fleet: usize) -> Self {
+        let rollout = Rollout::new(42, policy, (0..fleet).map(agent), at(0));
+        let mut sim = Sim { rollout, now: at(0), assigned: BTreeMap::new(), log: vec![] };
+        sim.tick(0);
+        sim
+    }
+
+    fn drain(&mut self) {
+        while let Some(d) = self.rollout.poll_dispatch() {
+            if let Dispatch::Assign { agent, wave } = &d {
+                assert!(self.assigned.insert(agent.clone(), *wave).is_none(), "{agent} assigned twice");
+            }
+            self.log.push(d);
+        }
+    }
+
+    /// Advances the clock by `minutes`, firing every timer on the way.
+    fn tick(&mut self, minutes: u64) {
+        let end = self.now.saturating_add(MINUTE * minutes as u32);
+        while let Some(t) = self.rollout.poll_timeout().filter(|t| *t <= end) {
+            self.now = self.now.max(t);
+            self.rollout.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+        self.rollout.handle_timeout(self.now);
+        self.drain();
+    }
+
+    fn report(&mut self, a: &AgentId, outcome: Outcome) {
+        self.rollout.handle_report(self.now, a, outcome);
+        self.drain();
+    }
+
+    /// Agents assigned in `wave`, in a stable order.
+    fn wave(&self, wave: usize) -> Vec<AgentId> {
+        self.assigned.iter().filter(|(_, w)| **w == wave).map(|(a, _)| a.clone()).collect()
+    }
+
+    /// Reports `failures` failures then successes for the rest of `wave`.
+    fn finish_wave(&mut self, wave: usize, failures: usize) {
+        for (i, a) in self.wave(wave).into_iter().enumerate() {
+            self.report(&a, if i < failures { Outcome::Failed } else { Outcome::Succeeded });
+        }
+    }
+
+    fn wave_sizes(&self) -> Vec<u64> {
+        self.rollout.wave_tallies().iter().map(|t| t.assigned).collect()
+    }
+}
+
+#[test]
+fn ten_thousand_agents_go_through_four_waves_in_one_test() {
+    let mut sim = Sim::new(policy("1,5%,25%,100%"), 10_000);
+    for wave in 0..4 {
+        assert!(
+            matches!(sim.rollout.phase(), Phase::Running { wave: w, .. } if *w == wave),
+            "{:?}",
+            sim.rollout.phase()
+        );
+        sim.finish_wave(wave, 0);
+    }
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
+    assert_eq!(sim.wave_sizes(), [1, 499, 2000, 7500]);
+    assert_eq!(sim.assigned.len(), 10_000);
+    assert_eq!(sim.log.iter().filter(|d| matches!(d, Dispatch::WaveStarted { .. })).count(), 4, "no wave starts twice");
+}
+
+#[test]
+fn the_failure_limit_halts_the_rollout_and_nothing_more_is_assigned() {
+    // (fleet, waves, failure limit, failures per wave before the halt, wave that halts)
+    let table: &[(usize, &str, FailureLimit, &[usize], usize)] = &[
+        // The canary fails: 1 of 1 is more than 2%.
+        (100, "1,25%,100%", FailureLimit::Percent(2.0), &[1], 0),
+        // 2 of 25 assigned fail (8%) in the second wave.
+        (100, "1,25%,100%", FailureLimit::Percent(2.0), &[0, 2], 1),
+        // A count limit: the third failure crosses "more than 2".
+        (100, "10%,100%", FailureLimit::Count(2), &[0, 3], 1),
+    ];
+    for (fleet, waves, limit, failures, halting_wave) in table {
+        let mut sim = Sim::new(RolloutPolicy { failure_limit: *limit, ..policy(waves) }, *fleet);
+        for (wave, f) in failures.iter().enumerate() {
+            sim.finish_wave(wave, *f);
+        }
+        let assigned_at_halt = sim.assigned.len();
+        assert!(
+            matches!(sim.rollout.phase(), Phase::Halted { wave, .. } if wave == halting_wave),
+            "{waves} {limit:?}: {:?}",
+            sim.rollout.phase()
+        );
+        sim.tick(600);
+        assert_eq!(sim.assigned.len(), assigned_at_halt, "a halted rollout assigns nobody");
+        assert!(sim.log.iter().any(|d| matches!(d, Dispatch::Halted { reason } if reason.contains("failed"))));
+    }
+}
+
+#[test]
+fn exactly_at_the_failure_limit_is_not_over_it() {
+    // 1 of 50 is 2%: not more than 2%, so the rollout goes on.
+    let mut sim = Sim::new(policy("50%,100%"), 100);
+    sim.finish_wave(0, 1);
+    assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 1, .. }), "{:?}", sim.rollout.phase());
+}
+
+#[test]
+fn offline_and_silent_agents_count_as_the_policy_says() {
+    // Wave 0 has 10 agents; 1 never reports (offline at wave start, or silent mid-install).
+    // (silence policy, failure limit, expected phase name after the deadline)
+    let table: &[(SilencePolicy, FailureLimit, &str)] = &[
+        (SilencePolicy::Failed, FailureLimit::Percent(5.0), "halted"), // 1 of 10 = 10% > 5%
+        (SilencePolicy::Failed, FailureLimit::Percent(20.0), "running"),
+        (SilencePolicy::Skipped, FailureLimit::Percent(5.0), "running"),
+    ];
+    for (silence, limit, expected) in table {
+        // Manual advancement keeps wave 1 from starting, so only wave 0 is in play.
+        let p = RolloutPolicy {
+            silence_policy: *silence,
+            failure_limit: *limit,
+            success_threshold: 90.0,
+            advance: Advance::Manual,
+            ..policy("10%,100%")
+        };
+        let mut sim = Sim::new(p, 100);
+        let wave0 = sim.wave(0);
+        let (silent, rest) = wave0.split_first().unwrap();
+        sim.report(silent, Outcome::Progress); // started, then went quiet
+        for a in rest {
+            sim.report(a, Outcome::Succeeded);
+        }
+        // 9 of 10 succeeded: 90% passes when the silent one is skipped or still pending.
+        let before_deadline = sim.rollout.phase().name();
+        sim.tick(61);
+        assert_eq!(sim.rollout.phase().name(), *expected, "{silence:?} {limit:?} (before deadline: {before_deadline})");
+    }
+}
+
+#[test]
+fn a_silent_agent_that_reports_later_counts_by_its_final_state() {
+    let p = RolloutPolicy { failure_limit: FailureLimit::Count(0), ..policy("1,100%") };
+    let mut sim = Sim::new(p, 10);
+    let canary = sim.wave(0)[0].clone();
+    sim.tick(30);
+    assert_eq!(sim.rollout.wave_tallies()[0].pending, 1);
+    sim.tick(31); // past the one-hour deadline: silent counts as failed → halt
+    assert_eq!(sim.rollout.phase().name(), "halted");
+    assert_eq!(sim.rollout.total().silent, 1);
+    sim.report(&canary, Outcome::Succeeded);
+    assert_eq!(sim.rollout.total().silent, 0);
+    assert_eq!(sim.rollout.total().succeeded, 1, "it counts once, as a success");
+    sim.rollout.resume(sim.now).unwrap();
+    sim.drain();
+    assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 1, .. }), "{:?}", sim.rollout.phase());
+}
+
+#[test]
+fn a_retried_agent_counts_once_by_its_final_state() {
+    let p = RolloutPolicy { failure_limit: FailureLimit::Count(5), ..policy("10%,100%") };
+    let mut sim = Sim::new(p, 100);
+    let first = sim.wave(0)[0].clone();
+    sim.report(&first, Outcome::Failed);
+    assert_eq!(sim.rollout.total().failed, 1);
+    sim.report(&first, Outcome::Progress); // an admin retried it
+    sim.report(&first, Outcome::Succeeded);
+    let t = sim.rollout.total();
+    assert_eq!((t.failed, t.succeeded, t.assigned), (0, 1, 10));
+}
+
+#[test]
+fn waves_smaller_than_one_agent_pass_at_once() {
+    // 3 agents: 1, then 5% and 25% of 3 round up to 1 — already reached.
+    let mut sim = Sim::new(policy("1,5%,25%,100%"), 3);
+    sim.finish_wave(0, 0);
+    assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 3, .. }), "{:?}", sim.rollout.phase());
+    assert_eq!(sim.wave_sizes(), [1, 0, 0, 2]);
+    sim.finish_wave(3, 0);
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
+}
+
+#[test]
+fn agents_that_enroll_mid_rollout_join_the_next_wave_or_at_once_in_the_last() {
+    let mut sim = Sim::new(policy("10%,50%,100%"), 100);
+    sim.rollout.add_agent(sim.now, agent(500)); // during wave 0
+    sim.drain();
+    assert!(!sim.assigned.contains_key(&agent(500)), "not assigned mid-wave");
+    sim.finish_wave(0, 0);
+    // Wave 1 targets 50% of the 101 agents now known: 51 in total.
+    assert_eq!(sim.assigned.len(), 51);
+    sim.finish_wave(1, 0);
+    sim.rollout.add_agent(sim.now, agent(501)); // during the last wave
+    sim.drain();
+    assert_eq!(sim.assigned.get(&agent(501)), Some(&2), "joins the running last wave at once");
+    sim.finish_wave(2, 0);
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
+    sim.rollout.add_agent(sim.now, agent(502)); // after completion
+    sim.drain();
+    assert_eq!(sim.assigned.get(&agent(502)), Some(&2), "a dynamic target keeps growing after completion");
+    assert!(sim.assigned.contains_key(&agent(500)));
+}
+
+#[test]
+fn a_soak_holds_the_next_wave_and_failures_during_it_still_count() {
+    let p = RolloutPolicy { soak: 30 * MINUTE, failure_limit: FailureLimit::Count(0), ..policy("1,100%") };
+    let mut sim = Sim::new(p.clone(), 10);
+    sim.finish_wave(0, 0);
+    assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 0, stage: Stage::Soaking { .. } }));
+    sim.tick(29);
+    assert_eq!(sim.assigned.len(), 1, "still soaking");
+    sim.tick(1);
+    assert_eq!(sim.assigned.len(), 10, "soak over: the next wave starts");
+
+    // The canary's health turns red during the soak: it halts instead.
+    let mut sim = Sim::new(p, 10);
+    sim.finish_wave(0, 0);
+    sim.tick(10);
+    let canary = sim.wave(0)[0].clone();
+    sim.report(&canary, Outcome::Failed);
+    sim.tick(60);
+    assert_eq!(sim.rollout.phase().name(), "halted");
+    assert_eq!(sim.assigned.len(), 1);
+}
+
+#[test]
+fn manual_advancement_waits_for_approval_and_refuses_what_makes_no_sense() {
+    let p = RolloutPolicy { advance: Advance::Manual, ..policy("1,100%") };
+    let mut sim = Sim::new(p, 10);
+    sim.finish_wave(0, 0);
+    assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 0, stage: Stage::AwaitingApproval }));
+    sim.tick(24 * 60);
+    assert_eq!(sim.assigned.len(), 1, "nothing moves without approval");
+    sim.rollout.approve(sim.now).unwrap();
+    sim.drain();
+    assert_eq!(sim.assigned.len(), 10);
+    assert!(sim.rollout.approve(sim.now).is_err(), "the last wave is not awaiting approval");
+    sim.finish_wave(1, 0);
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
+    let err = sim.rollout.approve(sim.now).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot approve a rollout that is completed; only a wave awaiting approval can be approved"
+    );
+    assert!(sim.rollout.resume(sim.now).is_err());
+    assert!(sim.rollout.abort().is_err());
+}
+
+#[test]
+fn a_scheduled_rollout_assigns_nothing_before_its_start() {
+    let mut rollout = Rollout::new(1, policy("100%"), (0..5).map(agent), at(60));
+    rollout.handle_timeout(at(59));
+    assert_eq!(rollout.poll_dispatch(), None);
+    assert_eq!(rollout.poll_timeout(), Some(at(60)));
+    rollout.handle_timeout(at(60));
+    assert!(matches!(rollout.poll_dispatch(), Some(Dispatch::WaveStarted { wave: 0, agents: 5 })));
+}
+
+#[test]
+fn pause_stops_new_waves_and_resume_continues() {
+    let mut sim = Sim::new(RolloutPolicy { soak: 10 * MINUTE, ..policy("1,100%") }, 10);
+    sim.rollout.pause().unwrap();
+    sim.finish_wave(0, 0);
+    sim.tick(60);
+    assert_eq!(sim.assigned.len(), 1, "paused");
+    sim.rollout.resume(sim.now).unwrap();
+    sim.drain();
+    sim.tick(10);
+    assert_eq!(sim.assigned.len(), 10);
+}
+
+#[test]
+fn a_rollout_restored_from_its_serialized_form_continues_exactly() {
+    let mut sim = Sim::new(policy("1,5%,25%,100%"), 1000);
+    sim.finish_wave(0, 0);
+    let half: Vec<_> = sim.wave(1).into_iter().take(25).collect();
+    for a in &half {
+        sim.report(a, Outcome::Succeeded);
+    }
+    let json = serde_json::to_string(&sim.rollout).unwrap();
+    let restored: Rollout = serde_json::from_str(&json).unwrap();
+    assert_eq!(restored, sim.rollout);
+    sim.rollout = restored;
+    for a in sim.wave(1).into_iter().skip(25) {
+        sim.report(&a, Outcome::Succeeded);
+    }
+    assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 2, .. }));
+    assert_eq!(sim.log.iter().filter(|d| matches!(d, Dispatch::WaveStarted { wave: 2, .. })).count(), 1);
+}
