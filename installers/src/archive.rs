@@ -9,6 +9,7 @@
 //! <root>/packages/<name>/.staging-<version>-<id>  0700, being extracted (removed on error,
 //!                                                 or at the next stage after a crash)
 //! <root>/packages/<name>/.current.tmp-<id>        the next `current`, about to be renamed
+//! <root>/packages/.removed-<name>-<id>            a package being deleted by `uninstall`
 //! ```
 //!
 //! Guarantees:
@@ -23,6 +24,8 @@
 //!   and every directory before the rename. Per-file fsync (rather than one
 //!   `syncfs`) flushes only our data, not every dirty page on the host's
 //!   filesystem, and needs no `unsafe`.
+//! - `uninstall` renames the package directory away in one step, so the
+//!   package is fully present or fully gone, then deletes it.
 //! - After `activate`, at most `keep_versions` versions stay on disk; the
 //!   active and previous ones are always kept; the rest go by least recently
 //!   staged or activated (directory mtime, bumped on every switch).
@@ -34,7 +37,7 @@ mod entry_path;
 mod extract;
 mod format;
 mod limits;
-mod prune;
+pub(crate) mod prune;
 
 pub use limits::ArchiveLimits;
 
@@ -47,8 +50,8 @@ use std::time::SystemTime;
 use tracing::{debug, info, warn};
 
 use crate::error::{InstallError, io_err};
-use crate::fsutil::{fsync_dir, replace_symlink, unique_suffix};
-use crate::installer::{Activation, Installer, Package, Staged};
+use crate::fsutil::{create_dir_durably, fsync_dir, remove_tree, replace_symlink, unique_suffix};
+use crate::installer::{Activation, Installer, Package, Staged, Uninstalled};
 use crate::names::validate_component;
 
 /// Directory under the root that holds one directory per package.
@@ -59,6 +62,9 @@ const CURRENT: &str = "current";
 const STAGING_PREFIX: &str = ".staging-";
 /// Prefix of not-yet-renamed `current` symlinks.
 const CURRENT_TMP_PREFIX: &str = ".current.tmp-";
+/// Prefix (in `<root>/packages`) of a package directory being deleted by
+/// an uninstall.
+const REMOVED_PREFIX: &str = ".removed-";
 /// Versions kept by default, the active one included.
 const DEFAULT_KEEP_VERSIONS: usize = 3;
 
@@ -107,13 +113,60 @@ impl ArchiveInstaller {
         Ok(self.package_dir(name).join(CURRENT))
     }
 
-    fn package_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn package_dir(&self, name: &str) -> PathBuf {
         self.root.join(PACKAGES_DIR).join(name)
     }
 
-    /// Extracts into a fresh staging directory, then renames it to
-    /// `version_dir`. Removes the staging directory on any error.
-    fn stage_new(&self, package: &Package<'_>, pkg_dir: &Path, version_dir: &Path) -> Result<(), InstallError> {
+    /// [`Installer::stage`], with `accept` run on the complete extracted
+    /// tree before it is published as a version directory (and on an
+    /// already staged version directory). If `accept` fails, a new staging
+    /// directory is removed; nothing appears under the version's name.
+    pub(crate) fn stage_checked(
+        &self,
+        package: &Package<'_>,
+        accept: &dyn Fn(&Path) -> Result<(), InstallError>,
+    ) -> Result<Staged, InstallError> {
+        validate_name_and_version(package.name, package.version)?;
+        let pkg_dir = self.package_dir(package.name);
+        remove_leftovers(&pkg_dir);
+        let version_dir = pkg_dir.join(package.version);
+        if is_real_dir(&version_dir)? {
+            accept(&version_dir)?;
+            debug!(name = package.name, version = package.version, "already staged");
+        } else {
+            self.stage_new(package, &pkg_dir, &version_dir, accept)?;
+            info!(name = package.name, version = package.version, "staged");
+        }
+        Ok(Staged::new(package.name, package.version, version_dir))
+    }
+
+    /// Deletes the whole package directory (every version, `current` and
+    /// all): renames it out of the way in one step, so that the package is
+    /// either fully there or gone, then removes the renamed tree.
+    pub(crate) fn remove_package(&self, name: &str) -> Result<(), InstallError> {
+        let packages = self.root.join(PACKAGES_DIR);
+        let pkg_dir = self.package_dir(name);
+        if !is_real_dir(&pkg_dir)? {
+            return Ok(());
+        }
+        let doomed = packages.join(format!("{REMOVED_PREFIX}{name}-{}", unique_suffix()));
+        fs::rename(&pkg_dir, &doomed).map_err(io_err("rename package directory to", &doomed))?;
+        fsync_dir(&packages)?;
+        remove_tree(&doomed);
+        info!(name, "package directory removed");
+        Ok(())
+    }
+
+    /// Extracts into a fresh staging directory, runs `accept` on it, then
+    /// renames it to `version_dir`. Removes the staging directory on any
+    /// error.
+    fn stage_new(
+        &self,
+        package: &Package<'_>,
+        pkg_dir: &Path,
+        version_dir: &Path,
+        accept: &dyn Fn(&Path) -> Result<(), InstallError>,
+    ) -> Result<(), InstallError> {
         // Open (and check) the artifact before creating anything.
         let stream = format::open_tar_stream(package.artifact)?;
         create_dir_durably(&self.root.join(PACKAGES_DIR))?;
@@ -122,6 +175,7 @@ impl ArchiveInstaller {
         DirBuilder::new().mode(0o700).create(&staging).map_err(io_err("create directory", &staging))?;
         let result = (|| {
             let extracted = extract::extract(stream, package.artifact, &staging, self.limits)?;
+            accept(&staging)?;
             // Complete and flushed: open it up to the archive's root mode.
             fs::set_permissions(&staging, Permissions::from_mode(extracted.root_mode))
                 .map_err(io_err("set permissions on", &staging))?;
@@ -144,7 +198,7 @@ impl ArchiveInstaller {
     }
 
     /// Points `current` at `version` (which must exist) and reports the switch.
-    fn switch(&self, name: &str, version: &str) -> Result<Activation, InstallError> {
+    pub(crate) fn switch(&self, name: &str, version: &str) -> Result<Activation, InstallError> {
         let pkg_dir = self.package_dir(name);
         let previous = read_current(&pkg_dir).unwrap_or_else(|e| {
             warn!(name, error = %e, "current link is unreadable; replacing it");
@@ -162,7 +216,7 @@ impl ArchiveInstaller {
 
     /// Removes versions beyond `keep_versions`. Failures are logged, not
     /// returned: the activation they follow has already happened.
-    fn prune(&self, activation: &Activation) {
+    pub(crate) fn prune(&self, activation: &Activation) {
         let pkg_dir = self.package_dir(&activation.name);
         let on_disk = match list_versions(&pkg_dir) {
             Ok(v) => v,
@@ -188,17 +242,7 @@ impl ArchiveInstaller {
 
 impl Installer for ArchiveInstaller {
     fn stage(&self, package: &Package<'_>) -> Result<Staged, InstallError> {
-        validate_name_and_version(package.name, package.version)?;
-        let pkg_dir = self.package_dir(package.name);
-        remove_leftovers(&pkg_dir);
-        let version_dir = pkg_dir.join(package.version);
-        if is_real_dir(&version_dir)? {
-            debug!(name = package.name, version = package.version, "already staged");
-        } else {
-            self.stage_new(package, &pkg_dir, &version_dir)?;
-            info!(name = package.name, version = package.version, "staged");
-        }
-        Ok(Staged::new(package.name, package.version, version_dir))
+        self.stage_checked(package, &|_| Ok(()))
     }
 
     fn activate(&self, staged: Staged) -> Result<Activation, InstallError> {
@@ -226,6 +270,18 @@ impl Installer for ArchiveInstaller {
         self.switch(name, to_version)
     }
 
+    /// Removes `current` and every kept version. An unreadable `current`
+    /// does not block the removal.
+    fn uninstall(&self, name: &str) -> Result<Uninstalled, InstallError> {
+        validate_component("package name", name)?;
+        let removed = read_current(&self.package_dir(name)).unwrap_or_else(|e| {
+            warn!(name, error = %e, "current link is unreadable; removing the package anyway");
+            None
+        });
+        self.remove_package(name)?;
+        Ok(Uninstalled { name: name.to_owned(), removed })
+    }
+
     fn active_version(&self, name: &str) -> Result<Option<String>, InstallError> {
         validate_component("package name", name)?;
         let pkg_dir = self.package_dir(name);
@@ -251,13 +307,13 @@ impl Installer for ArchiveInstaller {
 }
 
 /// Names and versions are path components; `current` is reserved.
-fn validate_name_and_version(name: &str, version: &str) -> Result<(), InstallError> {
+pub(crate) fn validate_name_and_version(name: &str, version: &str) -> Result<(), InstallError> {
     validate_component("package name", name)?;
     validate_version(version)
 }
 
 /// A version is a path component that is not the reserved `current`.
-fn validate_version(version: &str) -> Result<(), InstallError> {
+pub(crate) fn validate_version(version: &str) -> Result<(), InstallError> {
     validate_component("version", version)?;
     if version == CURRENT {
         return Err(InstallError::InvalidName {
@@ -270,7 +326,7 @@ fn validate_version(version: &str) -> Result<(), InstallError> {
 }
 
 /// True if `path` is a real directory (not a symlink), false if absent.
-fn is_real_dir(path: &Path) -> Result<bool, InstallError> {
+pub(crate) fn is_real_dir(path: &Path) -> Result<bool, InstallError> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(true),
         Ok(_) => {
@@ -282,7 +338,7 @@ fn is_real_dir(path: &Path) -> Result<bool, InstallError> {
 }
 
 /// The version `current` points at, `None` if there is no `current`.
-fn read_current(pkg_dir: &Path) -> Result<Option<String>, InstallError> {
+pub(crate) fn read_current(pkg_dir: &Path) -> Result<Option<String>, InstallError> {
     let link = pkg_dir.join(CURRENT);
     let target = match fs::read_link(&link) {
         Ok(t) => t,
@@ -328,27 +384,6 @@ fn list_versions(pkg_dir: &Path) -> Result<Vec<prune::OnDisk>, InstallError> {
     Ok(versions)
 }
 
-/// Creates `dir` if missing and, if it was created, fsyncs its parent so
-/// the new entry survives a crash.
-fn create_dir_durably(dir: &Path) -> Result<(), InstallError> {
-    match fs::create_dir(dir) {
-        Ok(()) => match dir.parent() {
-            Some(parent) => fsync_dir(parent),
-            None => Ok(()),
-        },
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // The root itself is missing: create the chain, then retry.
-            fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-            match dir.parent() {
-                Some(parent) => fsync_dir(parent),
-                None => Ok(()),
-            }
-        }
-        Err(e) => Err(io_err("create directory", dir)(e)),
-    }
-}
-
 /// Renames the complete staging directory to its version name. If another
 /// stage of the same version won the race, its (complete) directory stays
 /// and ours is discarded.
@@ -371,30 +406,19 @@ fn remove_leftovers(pkg_dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(STAGING_PREFIX) || name.starts_with(CURRENT_TMP_PREFIX) {
+        // `.current.tmp-*`, and any other link being replaced (`.<link>.tmp-*`).
+        let temp_link = name.starts_with(CURRENT_TMP_PREFIX) || (name.starts_with('.') && name.contains(".tmp-"));
+        if name.starts_with(STAGING_PREFIX) || temp_link {
             info!(path = %entry.path().display(), "removing leftover from an interrupted install");
             remove_tree(&entry.path());
         }
     }
 }
 
-/// Best-effort removal of a file, link or directory tree (never follows a
-/// symlink).
-fn remove_tree(path: &Path) {
-    let result = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        warn!(path = %path.display(), error = %e, "could not remove");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::installer::Detection;
     use crate::test_support::{TarBuilder, list, write_artifact};
     use std::time::Duration;
 
@@ -628,6 +652,33 @@ mod tests {
         }
         assert_eq!(list(&host.pkg_dir()), vec!["3", "4", "5", "current"]);
         assert_eq!(host.active_content(), "5");
+    }
+
+    #[test]
+    fn uninstall_removes_every_version_and_is_idempotent() {
+        let host = Host::new();
+        host.install("1.0");
+        host.install("2.0");
+
+        let removed = host.installer.uninstall("app").unwrap();
+
+        assert_eq!(removed, Uninstalled { name: "app".into(), removed: Some("2.0".into()) });
+        assert!(!host.pkg_dir().exists());
+        assert_eq!(list(&host.installer.root().join("packages")), Vec::<String>::new(), "no leftovers");
+        assert_eq!(host.installer.active_version("app").unwrap(), None);
+        assert!(host.installer.installed_versions("app").unwrap().is_empty());
+        let again = host.installer.uninstall("app").unwrap();
+        assert_eq!(again.removed, None);
+        assert!(matches!(host.installer.uninstall("../x"), Err(InstallError::InvalidName { .. })));
+    }
+
+    #[test]
+    fn detect_and_check_use_the_defaults() {
+        let host = Host::new();
+        assert_eq!(host.installer.detect("app").unwrap(), Detection::Absent);
+        host.install("1.0");
+        assert_eq!(host.installer.detect("app").unwrap(), Detection::Installed { version: "1.0".into() });
+        assert!(host.installer.check("app", "1.0").unwrap().passed);
     }
 
     #[test]

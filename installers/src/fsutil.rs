@@ -6,9 +6,12 @@
 //! process and is unlikely to repeat across processes.
 
 use std::fs::{self, File};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::warn;
 
 use crate::error::{InstallError, io_err};
 
@@ -39,6 +42,41 @@ pub(crate) fn replace_symlink(dir: &Path, link_name: &str, target: &str) -> Resu
         return Err(InstallError::Io { op: "rename symlink over", path: link, source });
     }
     fsync_dir(dir)
+}
+
+/// Creates `dir` if missing and, if it was created, fsyncs its parent so
+/// the new entry survives a crash.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), InstallError> {
+    match fs::create_dir(dir) {
+        Ok(()) => match dir.parent() {
+            Some(parent) => fsync_dir(parent),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The root itself is missing: create the chain, then retry.
+            fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+            match dir.parent() {
+                Some(parent) => fsync_dir(parent),
+                None => Ok(()),
+            }
+        }
+        Err(e) => Err(io_err("create directory", dir)(e)),
+    }
+}
+
+/// Best-effort removal of a file, link or directory tree (never follows a
+/// symlink).
+pub(crate) fn remove_tree(path: &Path) {
+    let result = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        warn!(path = %path.display(), error = %e, "could not remove");
+    }
 }
 
 #[cfg(test)]

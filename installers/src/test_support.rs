@@ -106,3 +106,18 @@ pub(crate) fn list(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Polls `condition` until it holds or `limit` passes; true if it held.
+/// For conditions no event announces (a killed process disappearing).
+pub(crate) fn wait_until(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
