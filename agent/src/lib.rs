@@ -21,6 +21,7 @@
 //! - [`install`]: stage + activate through `flotte_installers`.
 //! - [`inventory`]: host facts for `Hello`.
 //! - [`runner`]: the event loop tying it together.
+//! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
 //! - [`error`]: the error type of this crate.
 //!
 //! # Invariants
@@ -45,6 +46,7 @@ pub mod journal;
 pub mod outbox;
 pub mod quic;
 pub mod runner;
+pub mod service;
 pub mod session;
 pub mod state_dir;
 pub mod wire;

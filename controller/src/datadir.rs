@@ -96,10 +96,18 @@ impl DataDir {
     }
 }
 
+/// The directory a path lives in; a bare file name lives in `.`.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `bytes` to `path` durably and atomically, creating the file with
 /// `mode` (so a secret is never readable by others, not even briefly).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ControllerError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
@@ -130,6 +138,13 @@ mod tests {
         write_atomic(&p, b"k2", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"k2");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("ctl.toml")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/etc/flotte/ctl.toml")), Path::new("/etc/flotte"));
+        assert_eq!(parent_dir(Path::new("a/b")), Path::new("a"));
     }
 
     #[test]

@@ -100,13 +100,15 @@ fn init(
         max_package_size: 4 << 30,
         content_rate_limit: 0,
     };
-    // The config file marks the directory as initialized, so it is written last.
-    write_atomic(&dir.config(), config.to_toml().as_bytes(), 0o644)?;
-
     let ca_path = std::fs::canonicalize(dir.ca_cert())?;
     let profile = Profile { url: format!("https://{}:{}", hostnames[0], listen.port()), token, ca: ca_path.clone() };
     let profile_path = admin_config.unwrap_or_else(Profile::default_path);
-    profile.save(&profile_path).with_context(|| format!("cannot write {}", profile_path.display()))?;
+    profile
+        .save(&profile_path)
+        .context("cannot save the admin token; nothing is initialized, fix this and run init again")?;
+    // The config file marks the directory as initialized, so it is written
+    // last: if anything above failed, `init` can simply run again.
+    write_atomic(&dir.config(), config.to_toml().as_bytes(), 0o644)?;
     println!("initialized {}", data_dir.display());
     println!("  CA certificate (give to agents): {}", ca_path.display());
     println!("  server certificate names:        {}", hostnames.join(", "));

@@ -28,8 +28,8 @@ impl Profile {
 
     /// Writes the profile with mode 0600 (it holds a credential).
     pub fn save(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         crate::datadir::write_atomic(path, toml::to_string(self)?.as_bytes(), 0o600)?;
         Ok(())

@@ -4,6 +4,7 @@
 
 mod auth;
 mod delivery;
+mod packaging;
 mod quic_raw;
 mod rollouts;
 mod transport;
