@@ -49,6 +49,7 @@ pub mod runner;
 pub mod service;
 pub mod session;
 pub mod state_dir;
+pub mod tuf_store;
 pub mod wire;
 
 pub use config::AgentConfig;

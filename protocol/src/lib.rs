@@ -15,6 +15,7 @@
 //! - [`messages`]: every message on a control or content stream.
 //! - [`frame`]: length-prefixed frames with a hard size limit.
 //! - [`api`]: resources of the controller's HTTPS/JSON API (enrollment, admin).
+//! - [`tuf`]: The Update Framework: metadata verification (client workflow) and signing.
 //! - [`error`]: the error enums of this crate.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod ids;
 pub mod messages;
 pub mod release;
 pub mod signing;
+pub mod tuf;
 
 pub use digest::{ContentHasher, Sha256Digest};
 pub use error::{FrameError, KeyError, NameError, VerifyError};

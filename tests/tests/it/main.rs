@@ -8,4 +8,5 @@ mod packaging;
 mod quic_raw;
 mod rollouts;
 mod transport;
+mod tuf_interop;
 mod verification;

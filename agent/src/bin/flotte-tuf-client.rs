@@ -1,0 +1,337 @@
+//! `flotte-tuf-client`: a TUF client for interoperability testing, with the
+//! command line of the "client-under-test" convention:
+//!
+//! ```text
+//! flotte-tuf-client --metadata-dir DIR init ROOT_FILE
+//! flotte-tuf-client --metadata-dir DIR --metadata-url URL refresh
+//! flotte-tuf-client --metadata-dir DIR --metadata-url URL --target-name NAME \
+//!     --target-base-url URL --target-dir DIR download      (--target-name repeats)
+//! ```
+//!
+//! Exit code 0 on success, 1 on any failure (the error goes to stderr).
+//!
+//! It runs the same verification as the agent (`flotte_protocol::tuf`);
+//! this file is only the shell: plain HTTP with a length cap on every
+//! download, and trusted metadata persisted in `--metadata-dir` through
+//! `flotte_agent::tuf_store` (write-temp → fsync → rename → fsync dir).
+//!
+//! Guarantees:
+//! - The clock is read once per run and handed to the pure core.
+//! - No metadata is persisted before it was verified; a target file appears
+//!   in `--target-dir` (named as python-tuf names it: the target name
+//!   percent-encoded into one file name) only after its length and every
+//!   hash matched, and never holds unverified bytes.
+//! - No download reads more than its limit: the signed length for targets
+//!   and metadata whose length is listed, else the role's size limit.
+//! - Consistent snapshots are followed as python-tuf repositories write
+//!   them: `N.root.json` always, `V.snapshot.json` / `V.<role>.json` and
+//!   `HASH.<name>` targets when the root sets `consistent_snapshot`.
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use flotte_agent::durable;
+use flotte_agent::tuf_store::TufStore;
+use flotte_protocol::Timestamp;
+use flotte_protocol::tuf::hashing::Checker;
+use flotte_protocol::tuf::path::{quote, target_url_path};
+use flotte_protocol::tuf::{self, TargetFile, TargetLookup, TimestampUpdate, TrustedMetadataSet};
+use std::fs::{self, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+/// Connecting, and waiting for a response to start.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// One whole transfer, request to last byte.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Parser, Debug)]
+#[command(name = "flotte-tuf-client", about = "A TUF client (client-under-test command line)")]
+struct Cli {
+    /// Directory of the trusted metadata.
+    #[arg(long, global = true)]
+    metadata_dir: Option<PathBuf>,
+    /// Base URL of the repository's metadata.
+    #[arg(long, global = true)]
+    metadata_url: Option<String>,
+    /// Target to download (repeatable).
+    #[arg(long = "target-name", global = true)]
+    target_names: Vec<String>,
+    /// Base URL of the repository's targets.
+    #[arg(long, global = true)]
+    target_base_url: Option<String>,
+    /// Directory the downloaded targets are written to.
+    #[arg(long, global = true)]
+    target_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Trust ROOT_FILE as the initial root.
+    Init { root_file: PathBuf },
+    /// Update the top-level metadata.
+    Refresh,
+    /// Refresh, then download and verify every --target-name.
+    Download,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not failures; usage errors are (exit 1, not clap's 2).
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flotte-tuf-client: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let metadata_dir = cli.metadata_dir.context("--metadata-dir is required")?;
+    let store = TufStore::open(&metadata_dir)?;
+    if let Command::Init { root_file } = &cli.command {
+        return init(&store, root_file);
+    }
+    let metadata_url = with_slash(cli.metadata_url.context("--metadata-url is required")?);
+    let client = Client { store, http: Http::new(), metadata_url };
+    let now = Timestamp::from_system_time(SystemTime::now());
+    let mut set = client.refresh(now)?;
+    if let Command::Download = cli.command {
+        let base = with_slash(cli.target_base_url.context("--target-base-url is required")?);
+        let dir = cli.target_dir.context("--target-dir is required")?;
+        if cli.target_names.is_empty() {
+            bail!("--target-name is required");
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        for name in &cli.target_names {
+            let file = client.find_target(&mut set, name, now)?;
+            let prefix = set.root().consistent_snapshot.then(|| file.prefix_hash()).flatten();
+            let url = format!("{base}{}", target_url_path(name, prefix));
+            client.http.download_target(&url, name, &file, &dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn init(store: &TufStore, root_file: &Path) -> Result<()> {
+    let bytes = read_capped(root_file, tuf::MAX_ROOT_LEN)?;
+    TrustedMetadataSet::new(&bytes).with_context(|| format!("{} is not a self-signed root", root_file.display()))?;
+    store.save(tuf::ROOT, &bytes)?;
+    Ok(())
+}
+
+struct Client {
+    store: TufStore,
+    http: Http,
+    /// Ends with `/`.
+    metadata_url: String,
+}
+
+impl Client {
+    /// The top-level update: root chain, timestamp, snapshot, targets.
+    fn refresh(&self, now: Timestamp) -> Result<TrustedMetadataSet> {
+        let root =
+            self.store.load(tuf::ROOT)?.context("no trusted root in the metadata directory: run `init` first")?;
+        let mut set = TrustedMetadataSet::new(&root).context("the trusted root does not verify")?;
+        // Rollback references from the last successful update. One that no
+        // longer verifies (corrupted) is ignored, as python-tuf does.
+        if let Some(bytes) = self.store.load(tuf::TIMESTAMP)?
+            && let Err(e) = set.restore_timestamp(&bytes)
+        {
+            eprintln!("note: ignoring the persisted timestamp: {e}");
+        }
+        if let Some(bytes) = self.store.load(tuf::SNAPSHOT)?
+            && let Err(e) = set.restore_snapshot(&bytes)
+        {
+            eprintln!("note: ignoring the persisted snapshot: {e}");
+        }
+
+        for _ in 0..tuf::MAX_ROOT_ROTATIONS {
+            let next = set.root().common.version.saturating_add(1);
+            let url = format!("{}{next}.root.json", self.metadata_url);
+            let Some(bytes) = self.http.get(&url, tuf::MAX_ROOT_LEN, true)? else { break };
+            set.update_root(&bytes).with_context(|| format!("{url} refused"))?;
+            self.store.save(tuf::ROOT, &bytes)?;
+        }
+        // Dropped by a key rotation (fast-forward recovery): forget them on disk too.
+        if set.timestamp().is_none() {
+            self.store.remove(tuf::TIMESTAMP)?;
+        }
+        if set.snapshot().is_none() {
+            self.store.remove(tuf::SNAPSHOT)?;
+        }
+
+        let url = format!("{}timestamp.json", self.metadata_url);
+        let bytes = self.http.require(&url, tuf::MAX_TIMESTAMP_LEN)?;
+        if set.update_timestamp(&bytes, now).with_context(|| format!("{url} refused"))? == TimestampUpdate::New {
+            self.store.save(tuf::TIMESTAMP, &bytes)?;
+        }
+
+        // The persisted snapshot, if the timestamp still lists it; else download.
+        let reused = match self.store.load(tuf::SNAPSHOT)? {
+            Some(bytes) => set.update_snapshot(&bytes, now).is_ok(),
+            None => false,
+        };
+        if !reused {
+            let Some(meta) = set.timestamp().map(|t| t.snapshot_meta.clone()) else { bail!("no trusted timestamp") };
+            let url = self.metadata_file_url(&set, tuf::SNAPSHOT, meta.version);
+            let bytes = self.http.require(&url, meta.download_limit(tuf::MAX_SNAPSHOT_LEN))?;
+            set.update_snapshot(&bytes, now).with_context(|| format!("{url} refused"))?;
+            self.store.save(tuf::SNAPSHOT, &bytes)?;
+        }
+
+        self.load_targets(&mut set, tuf::TARGETS, tuf::ROOT, now)?;
+        Ok(set)
+    }
+
+    /// Verifies `role` (delegated by `parent`): the persisted copy if the
+    /// snapshot still lists it, else a fresh download.
+    fn load_targets(&self, set: &mut TrustedMetadataSet, role: &str, parent: &str, now: Timestamp) -> Result<()> {
+        if let Some(bytes) = self.store.load(role)?
+            && set.update_delegated_targets(&bytes, role, parent, now).is_ok()
+        {
+            return Ok(());
+        }
+        let meta = set.snapshot_meta(role).cloned().with_context(|| format!("the snapshot does not list {role}"))?;
+        let url = self.metadata_file_url(set, role, meta.version);
+        let bytes = self.http.require(&url, meta.download_limit(tuf::MAX_TARGETS_LEN))?;
+        set.update_delegated_targets(&bytes, role, parent, now).with_context(|| format!("{url} refused"))?;
+        self.store.save(role, &bytes)?;
+        Ok(())
+    }
+
+    /// Searches the delegation tree for `name`, fetching roles as needed.
+    fn find_target(&self, set: &mut TrustedMetadataSet, name: &str, now: Timestamp) -> Result<TargetFile> {
+        // Each step loads one more role; the search visits a bounded number.
+        for _ in 0..=tuf::MAX_DELEGATIONS + 1 {
+            let (role, parent) = match set.target(name)? {
+                TargetLookup::Found(file) => return Ok(file.clone()),
+                TargetLookup::NotFound => bail!("target {name:?} is not in the repository"),
+                TargetLookup::NeedRole { role, parent } => (role, parent),
+            };
+            self.load_targets(set, &role, &parent, now)?;
+        }
+        bail!("target {name:?}: delegation search did not finish")
+    }
+
+    fn metadata_file_url(&self, set: &TrustedMetadataSet, role: &str, version: u64) -> String {
+        let file = quote(role, "");
+        if set.root().consistent_snapshot {
+            format!("{}{version}.{file}.json", self.metadata_url)
+        } else {
+            format!("{}{file}.json", self.metadata_url)
+        }
+    }
+}
+
+struct Http {
+    agent: ureq::Agent,
+}
+
+impl Http {
+    fn new() -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(RESPONSE_TIMEOUT))
+            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+            .timeout_global(Some(TRANSFER_TIMEOUT))
+            .build()
+            .new_agent();
+        Http { agent }
+    }
+
+    fn response(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        self.agent.get(url).call().with_context(|| format!("GET {url}"))
+    }
+
+    /// The body at `url` (at most `max` bytes); `None` on 404 or 403 when
+    /// `missing_ok` (the end of the root chain).
+    fn get(&self, url: &str, max: usize, missing_ok: bool) -> Result<Option<Vec<u8>>> {
+        let response = self.response(url)?;
+        let status = response.status();
+        if missing_ok && (status == 404 || status == 403) {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            bail!("GET {url}: HTTP {status}");
+        }
+        let mut body = Vec::new();
+        let cap = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+        response.into_body().into_reader().take(cap).read_to_end(&mut body).with_context(|| format!("GET {url}"))?;
+        if body.len() > max {
+            bail!("GET {url}: more than the {max}-byte limit (endless data?)");
+        }
+        Ok(Some(body))
+    }
+
+    fn require(&self, url: &str, max: usize) -> Result<Vec<u8>> {
+        self.get(url, max, false)?.with_context(|| format!("GET {url}: missing"))
+    }
+
+    /// Streams `url` into `dir` while checking it against `file`; the final
+    /// name appears only once every check passed.
+    fn download_target(&self, url: &str, name: &str, file: &TargetFile, dir: &Path) -> Result<()> {
+        let mut checker = Checker::new(name, Some(file.length), &file.hashes)?;
+        let response = self.response(url)?;
+        if !response.status().is_success() {
+            bail!("GET {url}: HTTP {}", response.status());
+        }
+        let local = quote(name, "");
+        let dest = dir.join(&local);
+        let tmp = dir.join(format!(".{local}.part-{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let written = (|| -> Result<()> {
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)
+                .with_context(|| format!("create {}", tmp.display()))?;
+            let mut reader = response.into_body().into_reader().take(file.length.saturating_add(1));
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = reader.read(&mut buf).with_context(|| format!("GET {url}"))?;
+                if n == 0 {
+                    break;
+                }
+                checker.update(&buf[..n])?;
+                out.write_all(&buf[..n]).with_context(|| format!("write {}", tmp.display()))?;
+            }
+            checker.finish()?;
+            out.sync_all().with_context(|| format!("fsync {}", tmp.display()))?;
+            fs::rename(&tmp, &dest).with_context(|| format!("rename to {}", dest.display()))?;
+            durable::fsync_dir(dir)?;
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.with_context(|| format!("target {name:?} refused"))
+    }
+}
+
+fn with_slash(url: String) -> String {
+    if url.ends_with('/') { url } else { format!("{url}/") }
+}
+
+fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>> {
+    let file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("read {}", path.display()))?;
+    if bytes.len() > max {
+        bail!("{} is larger than {max} bytes", path.display());
+    }
+    Ok(bytes)
+}
