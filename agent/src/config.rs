@@ -9,6 +9,7 @@ use crate::error::{AgentError, Result};
 use crate::state_dir::DEFAULT_STATE_DIR;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Default install root of the archive installer.
 pub const DEFAULT_INSTALL_ROOT: &str = "/opt/flotte";
@@ -27,6 +28,21 @@ pub struct AgentConfig {
     /// The name this host reports; `None` means the OS hostname. Useful
     /// for labs and containers where several agents share one host.
     pub hostname: Option<String>,
+    /// How long a script package's hook may run before it is killed;
+    /// `None` keeps the installer's default (10 minutes).
+    pub hook_timeout: Option<Duration>,
+    /// A separate dpkg database for the dpkg installer; `None` uses the
+    /// system's. For labs and tests, so they never touch the host's packages.
+    pub dpkg: Option<DpkgDatabase>,
+}
+
+/// A dpkg database other than the system's (`dpkg --admindir --instdir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpkgDatabase {
+    /// Created empty if missing.
+    pub admindir: PathBuf,
+    /// Where package files are unpacked.
+    pub instdir: PathBuf,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -45,6 +61,10 @@ struct FileConfig {
     install_root: Option<PathBuf>,
     log_level: Option<String>,
     hostname: Option<String>,
+    /// A humantime duration, e.g. `"90s"`.
+    hook_timeout: Option<String>,
+    dpkg_admindir: Option<PathBuf>,
+    dpkg_instdir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -62,10 +82,33 @@ impl AgentConfig {
             install_root: overrides.install_root.or(parsed.install_root).unwrap_or_else(|| DEFAULT_INSTALL_ROOT.into()),
             log_level: parsed.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
             hostname: overrides.hostname.or(parsed.hostname).filter(|h| !h.trim().is_empty()),
+            hook_timeout: parsed
+                .hook_timeout
+                .as_deref()
+                .map(|text| parse_duration("hook_timeout", text))
+                .transpose()?,
+            dpkg: match (parsed.dpkg_admindir, parsed.dpkg_instdir) {
+                (None, None) => None,
+                (Some(admindir), Some(instdir)) => Some(DpkgDatabase { admindir, instdir }),
+                _ => {
+                    return Err(AgentError::ConfigValue {
+                        key: "dpkg_admindir",
+                        reason: "dpkg_admindir and dpkg_instdir are set together or not at all".into(),
+                    });
+                }
+            },
         };
         tracing_subscriber::EnvFilter::try_new(&config.log_level)
             .map_err(|e| AgentError::LogLevel { value: config.log_level.clone(), reason: e.to_string() })?;
         Ok(config)
+    }
+}
+
+fn parse_duration(key: &'static str, text: &str) -> Result<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(AgentError::ConfigValue { key, reason: "must be longer than zero".into() }),
+        Err(e) => Err(AgentError::ConfigValue { key, reason: format!("{text:?} is not a duration like 90s: {e}") }),
     }
 }
 
@@ -108,6 +151,18 @@ mod tests {
         let msg = err.to_string();
         assert!(matches!(err, AgentError::ConfigParse { .. }));
         assert!(msg.contains("instal_root") && msg.contains("agent.toml"), "{msg}");
+    }
+
+    #[test]
+    fn installer_settings_are_read_and_checked() {
+        let text = "hook_timeout = \"3s\"\ndpkg_admindir = \"/a\"\ndpkg_instdir = \"/i\"\n";
+        let c = load_text(text, Overrides::default()).unwrap();
+        assert_eq!(c.hook_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.dpkg, Some(DpkgDatabase { admindir: "/a".into(), instdir: "/i".into() }));
+        for bad in ["hook_timeout = \"soon\"\n", "hook_timeout = \"0s\"\n", "dpkg_admindir = \"/a\"\n"] {
+            let err = load_text(bad, Overrides::default()).unwrap_err();
+            assert!(matches!(err, AgentError::ConfigValue { .. }), "{bad}: {err}");
+        }
     }
 
     #[test]

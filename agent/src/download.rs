@@ -11,6 +11,10 @@
 //! - The file is fsynced before [`Outcome::Done`] is returned.
 //! - A stalled stream is given up after [`READ_TIMEOUT`] without data, so a
 //!   slow-loris controller cannot hold a job forever.
+//! - A file that is already complete is only hashed again: no connection is
+//!   needed, so a job resumed after a crash can go on while offline.
+//! - A local write that fails because of the host (disk full, I/O error) is
+//!   [`Outcome::Failed`] with `transient: true`.
 
 use crate::durable;
 use crate::error::AgentError;
@@ -38,16 +42,28 @@ pub enum Outcome {
     Done { sha256: Sha256Digest, size: u64 },
     /// Worth retrying later (link lost, stream stalled or ended early).
     Interrupted(String),
-    /// Retrying will not help (controller has no such content, refuses the
-    /// range, or the local file cannot be written).
-    Failed(String),
+    /// This attempt cannot succeed (controller has no such content, refuses
+    /// the range, or the local file cannot be written); `transient` says
+    /// whether a later attempt might (the disk was full).
+    Failed { message: String, transient: bool },
 }
 
-/// Fetches `size` bytes of `digest` into `path`. `on_start` is called with
-/// the resume offset just before bytes are requested from the controller
-/// (not at all if the file is already complete).
+impl Outcome {
+    fn failed(message: impl Into<String>) -> Self {
+        Outcome::Failed { message: message.into(), transient: false }
+    }
+
+    fn local(error: AgentError) -> Self {
+        Outcome::Failed { transient: error.is_transient(), message: error.to_string() }
+    }
+}
+
+/// Fetches `size` bytes of `digest` into `path` over `connection`.
+/// `on_start` is called with the resume offset just before bytes are
+/// requested from the controller (not at all if the file is already
+/// complete). Without a connection only a complete file can succeed.
 pub async fn fetch(
-    connection: &Connection,
+    connection: Option<&Connection>,
     path: PathBuf,
     digest: Sha256Digest,
     size: u64,
@@ -60,11 +76,14 @@ pub async fn fetch(
     .await;
     let (mut file, mut hasher) = match prepared {
         Ok(Ok(p)) => p,
-        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
-        Err(e) => return Outcome::Failed(format!("preparing {}: {e}", path.display())),
+        Ok(Err(e)) => return Outcome::local(e),
+        Err(e) => return Outcome::failed(format!("preparing {}: {e}", path.display())),
     };
     let offset = hasher.len();
     if offset < size {
+        let Some(connection) = connection else {
+            return Outcome::Interrupted("not connected to the controller".into());
+        };
         on_start(offset);
         if let Err(outcome) = receive(connection, &path, digest, offset, size, &mut file, &mut hasher).await {
             return outcome;
@@ -76,8 +95,8 @@ pub async fn fetch(
             let (sha256, size) = hasher.finish();
             Outcome::Done { sha256, size }
         }
-        Ok(Err(e)) => Outcome::Failed(AgentError::Io { op: "fsync", path, source: e }.to_string()),
-        Err(e) => Outcome::Failed(format!("fsync {}: {e}", path.display())),
+        Ok(Err(e)) => Outcome::local(AgentError::Io { op: "fsync", path, source: e }),
+        Err(e) => Outcome::failed(format!("fsync {}: {e}", path.display())),
     }
 }
 
@@ -143,7 +162,7 @@ async fn receive(
         .await
         .map_err(|_| Outcome::Interrupted("no content response within 60 s".into()))?
         .map_err(|e| match e {
-            AgentError::Frame(_) => Outcome::Failed(e.to_string()),
+            AgentError::Frame(_) => Outcome::failed(e.to_string()),
             other => interrupted("read response", &other),
         })?;
     let expected = size - offset;
@@ -151,14 +170,14 @@ async fn receive(
         ContentResponse::Ok { total_size, offset: o, length }
             if total_size == size && o == offset && length == expected => {}
         ContentResponse::Ok { total_size, offset: o, length } => {
-            return Err(Outcome::Failed(format!(
+            return Err(Outcome::failed(format!(
                 "content size mismatch: the controller offers {length} bytes at offset {o} of {total_size}; \
                  the signed release needs {expected} bytes at offset {offset} of {size}"
             )));
         }
-        ContentResponse::NotFound => return Err(Outcome::Failed(format!("controller has no content {digest}"))),
+        ContentResponse::NotFound => return Err(Outcome::failed(format!("controller has no content {digest}"))),
         ContentResponse::BadRange { total_size } => {
-            return Err(Outcome::Failed(format!(
+            return Err(Outcome::failed(format!(
                 "controller refused offset {offset} of content {digest} ({total_size} bytes)"
             )));
         }
@@ -176,9 +195,8 @@ async fn receive(
             })?;
         let bytes = &chunk.bytes;
         // Small page-cache writes; the fsync at the end runs off the runtime.
-        file.write_all(bytes).map_err(|e| {
-            Outcome::Failed(AgentError::Io { op: "write download", path: path.into(), source: e }.to_string())
-        })?;
+        file.write_all(bytes)
+            .map_err(|e| Outcome::local(AgentError::Io { op: "write download", path: path.into(), source: e }))?;
         hasher.update(bytes);
         remaining -= bytes.len() as u64;
     }

@@ -99,6 +99,7 @@ pub fn enroll(opts: &EnrollOptions) -> Result<Enrollment> {
         controller: target.host,
         quic_port: response.quic_port,
         trusted_keys: response.trusted_keys,
+        hostname: opts.hostname.clone(),
     };
     enrollment.save(state)?;
     Ok(enrollment)

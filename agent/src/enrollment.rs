@@ -24,6 +24,10 @@ pub struct Enrollment {
     pub quic_port: u16,
     /// Release-signing public keys, hex.
     pub trusted_keys: Vec<PublicKey>,
+    /// The name given with `enroll --hostname`, reported from then on
+    /// (unless the config or `run --hostname` names another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 impl Enrollment {
@@ -64,6 +68,7 @@ mod tests {
             controller: "ctl.example".into(),
             quic_port: 4433,
             trusted_keys: vec![key.clone()],
+            hostname: Some("ws-042".into()),
         };
         e.save(&state).unwrap();
         let text = std::fs::read_to_string(state.enrollment()).unwrap();

@@ -20,6 +20,10 @@ pub enum AgentError {
     #[error("config file {path}: {source}")]
     ConfigParse { path: PathBuf, source: Box<toml::de::Error> },
 
+    /// A config key has a value that cannot be used.
+    #[error("invalid {key} in the config file: {reason}")]
+    ConfigValue { key: &'static str, reason: String },
+
     /// `log_level` is not a valid tracing filter.
     #[error("invalid log_level {value:?}: {reason}")]
     LogLevel { value: String, reason: String },
@@ -96,6 +100,14 @@ pub enum AgentError {
     #[error("protocol violation: expected {expected}, got {got}")]
     Unexpected { expected: &'static str, got: String },
 
+    /// An installer backend could not be set up.
+    #[error("installer setup: {reason}")]
+    Installer { reason: String },
+
+    /// A command-line argument is not acceptable.
+    #[error("{reason}")]
+    BadArgument { reason: String },
+
     /// A peer did not answer in time.
     #[error("timed out waiting for {what}")]
     Timeout { what: &'static str },
@@ -108,6 +120,24 @@ impl AgentError {
         let path = path.into();
         move |source| AgentError::Io { op, path, source }
     }
+}
+
+impl AgentError {
+    /// True when the host, not the input, is at fault and a later attempt
+    /// may succeed: disk full, quota, I/O error, out of descriptors.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AgentError::Io { source, .. } => is_transient_io(source),
+            _ => false,
+        }
+    }
+}
+
+/// Classifies an OS error as "the host, not the input, is at fault".
+pub fn is_transient_io(error: &io::Error) -> bool {
+    use libc::{EDQUOT, EIO, EMFILE, ENFILE, ENOMEM, ENOSPC};
+    matches!(error.raw_os_error(), Some(ENOSPC | EDQUOT | EIO | EMFILE | ENFILE | ENOMEM))
+        || matches!(error.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock)
 }
 
 /// Result alias of the agent library.

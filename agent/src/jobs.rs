@@ -126,6 +126,9 @@ mod tests {
             size: 1,
             installer: InstallerKind::Archive,
             created_at: Timestamp::EPOCH,
+            health: None,
+            detect: None,
+            backup_paths: vec![],
         };
         Assignment {
             id: AssignmentId(id),

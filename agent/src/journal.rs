@@ -70,6 +70,10 @@ mod tests {
             since: Timestamp::from_unix_millis(6),
             baseline: None,
             active_after: None,
+            package: None,
+            restarts: 2,
+            backup_taken: false,
+            not_before: None,
         };
         journal.save(&record).unwrap();
         std::fs::write(state.jobs_dir().join("5.json"), "not json").unwrap();

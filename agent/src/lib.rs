@@ -3,7 +3,10 @@
 //!
 //! # Layout
 //! Pure cores (no IO, no clock):
-//! - [`job`]: one install job as a state machine (`handle` / `poll_action`).
+//! - [`job`]: one install job as a state machine (`handle` / `poll_action` /
+//!   `poll_timeout`): verify, download, stage, preflight, backup, switch,
+//!   detect, health probation, commit, rollback; the restart table and the
+//!   loop guard (`job::JobState::on_restart`).
 //! - [`jobs`]: all known assignments, duplicate detection, one-at-a-time queue.
 //! - [`backoff`]: reconnect delays with full jitter.
 //!
@@ -18,7 +21,10 @@
 //! - [`identity`], [`quic`], [`session`], [`wire`]: TLS identity, QUIC client,
 //!   Hello/Welcome and the framed control stream.
 //! - [`download`]: resumable, size-capped content fetch.
-//! - [`install`]: stage + activate through `flotte_installers`.
+//! - [`install`]: the install steps (stage, preflight, backup, switch,
+//!   detect, health check, commit, roll back) through `flotte_installers`.
+//! - [`quarantine`]: packages refused until an admin clears them.
+//! - [`failpoint`]: crash hooks, compiled only with the `failpoints` feature.
 //! - [`inventory`]: host facts for `Hello`.
 //! - [`runner`]: the event loop tying it together.
 //! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
@@ -37,6 +43,7 @@ pub mod durable;
 pub mod enroll;
 pub mod enrollment;
 pub mod error;
+pub mod failpoint;
 pub mod identity;
 pub mod install;
 pub mod inventory;
@@ -44,6 +51,7 @@ pub mod job;
 pub mod jobs;
 pub mod journal;
 pub mod outbox;
+pub mod quarantine;
 pub mod quic;
 pub mod runner;
 pub mod service;

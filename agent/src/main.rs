@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use flotte_agent::config::{AgentConfig, Overrides};
 use flotte_agent::enroll::{EnrollOptions, enroll};
+use flotte_agent::quarantine::Quarantine;
+use flotte_agent::service;
 use flotte_agent::state_dir::{DEFAULT_STATE_DIR, StateDir};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +57,25 @@ enum Command {
         #[arg(long, env = "FLOTTE_HOSTNAME")]
         hostname: Option<String>,
     },
+    /// Packages refused on this host since a rollback failed.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// List quarantined packages and why.
+    List {
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Accept pushes of NAME again (after repairing the host). Takes effect
+    /// at the next assignment, without restarting the agent.
+    Clear {
+        name: String,
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +104,24 @@ fn describe(error: &anyhow::Error) -> String {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Quarantine(QuarantineCommand::List { state_dir }) => {
+            let entries = Quarantine::new(&StateDir::new(&state_dir)).list()?;
+            if entries.is_empty() {
+                println!("no package is quarantined");
+            }
+            for e in entries {
+                println!("{}\tsince {} (assignment {})\t{}", e.package, e.since, e.assignment, e.reason);
+            }
+            Ok(())
+        }
+        Command::Quarantine(QuarantineCommand::Clear { name, state_dir }) => {
+            if Quarantine::new(&StateDir::new(&state_dir)).clear(&name)? {
+                println!("{name} is no longer quarantined; the next assignment of it will be installed");
+            } else {
+                println!("{name} was not quarantined");
+            }
+            Ok(())
+        }
         Command::Enroll { controller, token, ca, state_dir, hostname } => {
             init_logging("info");
             let opts = EnrollOptions { controller, token, ca, state: StateDir::new(&state_dir), hostname };
@@ -107,7 +146,20 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let agent = flotte_agent::Agent::open(config)?;
+                // State is loaded: tell systemd (Type=notify) we are up, and
+                // keep its watchdog fed while the runtime is alive.
+                service::ready();
+                if let Some(interval) = service::watchdog_interval() {
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(interval);
+                        loop {
+                            tick.tick().await;
+                            service::notify("WATCHDOG=1");
+                        }
+                    });
+                }
                 agent.run(Box::pin(shutdown_signal())).await;
+                service::stopping();
                 anyhow::Ok(())
             })
         }
@@ -121,7 +173,13 @@ fn init_logging(level: &str) {
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    if service::logging_to_journal() {
+        // journald stamps each line itself; colours would be noise there.
+        subscriber.with_ansi(false).without_time().init();
+    } else {
+        subscriber.init();
+    }
 }
 
 /// Completes on SIGTERM or ctrl-c.

@@ -14,6 +14,10 @@
 //!   `Welcome` all unacknowledged reports are sent again and the running
 //!   job resumes.
 //! - Shutdown closes the connection with code 0.
+//! - Timers (download and step retries, holds, health-check runs during
+//!   probation) fire whether or not the controller is reachable.
+//! - With the `failpoints` feature, `after:<checkpoint>` aborts the process
+//!   right after the journal write that first reaches that checkpoint.
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
@@ -21,18 +25,20 @@ use crate::download::{self, Outcome};
 use crate::durable;
 use crate::enrollment::Enrollment;
 use crate::error::{AgentError, Result};
-use crate::install;
+use crate::failpoint;
+use crate::install::Backends;
 use crate::inventory;
-use crate::job::{JobAction, JobEvent};
+use crate::job::{JobAction, JobEvent, JobRecord, StepFailure};
 use crate::jobs::JobTable;
 use crate::journal::Journal;
 use crate::outbox::Outbox;
+use crate::quarantine::{self, Quarantine};
 use crate::quic;
 use crate::session::{self, MIN_PROTOCOL_VERSION, Session};
 use crate::state_dir::StateDir;
-use flotte_installers::{ArchiveInstaller, Installer};
 use flotte_protocol::messages::{AgentMessage, ControllerMessage, Hello, Inventory};
-use flotte_protocol::{AssignmentId, PROTOCOL_VERSION, ReleaseVerifier, Timestamp, TrustedKeys};
+use flotte_protocol::{AssignmentId, InstallerKind, PROTOCOL_VERSION, ReleaseVerifier, Timestamp, TrustedKeys};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -50,9 +56,13 @@ pub struct Agent {
     state: StateDir,
     enrollment: Enrollment,
     verifier: TrustedKeys,
-    installer: Arc<dyn Installer + Send + Sync>,
+    backends: Arc<Backends>,
+    quarantine: Quarantine,
     client: quinn::ClientConfig,
     journal: Journal,
+    /// The checkpoint each job last journaled, so a crash hook fires once
+    /// per checkpoint reached, not on every rewrite of the same state.
+    checkpoints: BTreeMap<AssignmentId, &'static str>,
     outbox: Outbox,
     jobs: JobTable,
     /// Results of background work (downloads, installer calls) come back here.
@@ -89,17 +99,24 @@ impl Agent {
         let client = quic::client_config(&state)?;
         let journal = Journal::open(&state)?;
         let outbox = Outbox::load(&state.outbox())?;
-        let jobs = JobTable::restore(journal.load_all()?);
-        let installer = Arc::new(ArchiveInstaller::new(&config.install_root));
+        let records = journal.load_all()?;
+        let checkpoints = records.iter().map(|r: &JobRecord| (r.id, r.state.checkpoint())).collect();
+        let jobs = JobTable::restore(records);
+        let backends = Backends::new(&config, &state).map_err(|e| AgentError::Installer { reason: e.to_string() })?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        if failpoint::ENABLED {
+            tracing::warn!("this agent was built with crash hooks (feature `failpoints`); do not deploy it");
+        }
         Ok(Agent {
             verifier: enrollment.trusted_keys(),
+            quarantine: Quarantine::new(&state),
             config,
             state,
             enrollment,
-            installer,
+            backends: Arc::new(backends),
             client,
             journal,
+            checkpoints,
             outbox,
             jobs,
             events_tx,
@@ -165,12 +182,17 @@ impl Agent {
     ) -> Option<F::Output> {
         let mut fut = std::pin::pin!(fut);
         loop {
-            let event = tokio::select! {
+            let wake = self.jobs.poll_timeout();
+            let sleep = wake.map_or(Duration::ZERO, |at| at.saturating_since(now()));
+            tokio::select! {
                 out = &mut fut => return Some(out),
                 () = &mut *shutdown => return None,
-                Some(event) = self.events_rx.recv() => event,
-            };
-            self.on_job_event(event).await;
+                Some(event) = self.events_rx.recv() => self.on_job_event(event).await,
+                () = tokio::time::sleep(sleep), if wake.is_some() => {
+                    self.jobs.handle_timeout(now());
+                    self.drive().await;
+                }
+            }
         }
     }
 
@@ -275,8 +297,8 @@ impl Agent {
                 tracing::warn!(assignment = %id, attempt, reason, "download interrupted");
                 Some(*attempt)
             }
-            JobEvent::FetchFailed { attempt, message } => {
-                tracing::error!(assignment = %id, attempt, error = %message, "download failed");
+            JobEvent::FetchFailed { attempt, failure } => {
+                tracing::error!(assignment = %id, attempt, error = %failure.message, "download failed");
                 Some(*attempt)
             }
             _ => None,
@@ -284,7 +306,7 @@ impl Agent {
         if ends_fetch.is_some() && self.fetch.as_ref().map(|t| (t.id, Some(t.attempt))) == Some((id, ends_fetch)) {
             self.fetch = None;
         }
-        let installed = matches!(event, JobEvent::Installed { .. });
+        let installed = matches!(event, JobEvent::Switched { .. } | JobEvent::RolledBack { .. });
         self.jobs.handle(now(), id, event);
         self.drive().await;
         if installed {
@@ -302,12 +324,7 @@ impl Agent {
 
     async fn execute(&mut self, id: AssignmentId, action: JobAction) {
         match action {
-            JobAction::Persist => {
-                let Some(job) = self.jobs.get(id) else { return };
-                if let Err(e) = self.journal.save(job.record()) {
-                    tracing::error!(assignment = %id, error = %e, "cannot journal the job");
-                }
-            }
+            JobAction::Persist(record) => self.persist(&record),
             JobAction::Report(draft) => {
                 let (report, saved) = self.outbox.push(draft);
                 if let Err(e) = saved {
@@ -324,13 +341,17 @@ impl Agent {
                 }
                 self.jobs.handle(now(), id, JobEvent::MetadataChecked(result));
             }
-            JobAction::LookUpActive { name } => {
-                self.on_installer(id, JobEvent::ActiveVersion(None), move |installer| {
-                    let active = installer.active_version(&name).unwrap_or_else(|e| {
-                        tracing::warn!(package = %name, error = %e, "cannot read the active version");
-                        None
-                    });
-                    JobEvent::ActiveVersion(active)
+            JobAction::LookUpPackage { name } => {
+                let kind = self.jobs.get(id).and_then(|j| j.record().package.as_ref()).map(|p| p.installer);
+                let quarantine = self.quarantine.clone();
+                let unknown = JobEvent::PackageLooked { active: None, quarantine: None };
+                self.on_installer(id, unknown, move |backends| {
+                    let active = backends.active_version(kind.unwrap_or(InstallerKind::Archive), &name);
+                    let quarantine = match quarantine.get(&name) {
+                        Ok(entry) => entry.map(|e| e.reason),
+                        Err(e) => Some(format!("its quarantine entry cannot be read: {e}")),
+                    };
+                    JobEvent::PackageLooked { active, quarantine }
                 });
             }
             JobAction::Fetch { attempt, digest, size } => self.start_fetch(id, attempt, digest, size).await,
@@ -345,17 +366,64 @@ impl Agent {
                     tracing::warn!(error = %e, "cannot delete the download");
                 }
             }
-            JobAction::Install { name, version, digest, active_before } => {
-                tracing::info!(assignment = %id, package = %name, %version, "installing");
-                let path = self.state.download(&digest);
-                let crashed = JobEvent::InstallFailed {
-                    message: "the installer stopped unexpectedly".into(),
-                    active_now: active_before.clone(),
-                };
-                self.on_installer(id, crashed, move |installer| {
-                    install::install(installer, &name, &version, &path, active_before)
+            JobAction::Stage { package } => {
+                tracing::info!(assignment = %id, package = %package.label(), "staging");
+                self.on_installer(id, JobEvent::Staged(Err(crashed())), move |b| b.stage(&package));
+            }
+            JobAction::Preflight { package, baseline } => {
+                self.on_installer(id, JobEvent::PreflightChecked(Err(crashed())), move |b| {
+                    b.preflight(&package, baseline.as_deref())
                 });
             }
+            JobAction::Backup { package, paths } => {
+                tracing::info!(assignment = %id, package = %package.label(), paths = paths.len(), "backing up");
+                self.on_installer(id, JobEvent::BackedUp(Err(crashed())), move |b| b.backup(&package, &paths));
+            }
+            JobAction::Switch { package } => {
+                tracing::info!(assignment = %id, package = %package.label(), "switching");
+                let panicked = JobEvent::Switched { result: Err(crashed()), active: None };
+                self.on_installer(id, panicked, move |b| b.switch(&package));
+            }
+            JobAction::Detect { package, rule } => {
+                self.on_installer(id, JobEvent::Detected(Err(crashed())), move |b| b.detect(&package, rule.as_ref()));
+            }
+            JobAction::CheckHealth { package, check, timeout } => {
+                self.on_installer(id, JobEvent::HealthChecked(Err(crashed())), move |b| {
+                    b.check_health(&package, check.as_ref(), timeout)
+                });
+            }
+            JobAction::Commit { package, backup } => {
+                self.on_installer(id, JobEvent::Committed, move |b| b.commit(&package, backup));
+            }
+            JobAction::RollBack { package, to, restore_backup } => {
+                tracing::warn!(assignment = %id, package = %package.label(), to = ?to, "rolling back");
+                let panicked = JobEvent::RolledBack { result: Err(crashed()), active: None };
+                self.on_installer(id, panicked, move |b| b.roll_back(&package, to.as_deref(), restore_backup));
+            }
+            JobAction::DiscardBackup { package } => {
+                let backends = Arc::clone(&self.backends);
+                let _ = tokio::task::spawn_blocking(move || backends.discard_backup(&package)).await;
+            }
+            JobAction::Quarantine { name, reason } => {
+                tracing::error!(assignment = %id, package = %name, %reason, "quarantining the package");
+                let entry = quarantine::Entry { package: name, assignment: id, since: now(), reason };
+                if let Err(e) = self.quarantine.add(&entry) {
+                    tracing::error!(assignment = %id, error = %e, "cannot record the quarantine");
+                }
+            }
+        }
+    }
+
+    /// Journals `record`; then, with crash hooks, aborts if its checkpoint
+    /// is armed and newly reached.
+    fn persist(&mut self, record: &JobRecord) {
+        if let Err(e) = self.journal.save(record) {
+            tracing::error!(assignment = %record.id, error = %e, "cannot journal the job");
+        }
+        let checkpoint = record.state.checkpoint();
+        if self.checkpoints.insert(record.id, checkpoint) != Some(checkpoint) {
+            tracing::debug!(assignment = %record.id, checkpoint, "journaled");
+            failpoint::hit(&format!("after:{checkpoint}"));
         }
     }
 
@@ -365,12 +433,12 @@ impl Agent {
         &self,
         id: AssignmentId,
         on_panic: JobEvent,
-        call: impl FnOnce(&dyn Installer) -> JobEvent + Send + 'static,
+        call: impl FnOnce(&Backends) -> JobEvent + Send + 'static,
     ) {
-        let installer = Arc::clone(&self.installer);
+        let backends = Arc::clone(&self.backends);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
-            let event = tokio::task::spawn_blocking(move || call(&*installer)).await.unwrap_or(on_panic);
+            let event = tokio::task::spawn_blocking(move || call(&backends)).await.unwrap_or(on_panic);
             let _ = tx.send((id, event));
         });
     }
@@ -380,13 +448,10 @@ impl Agent {
             old.handle.abort();
             let _ = old.handle.await;
         }
+        // Without a link only a file that is already complete can be had.
         let connection = match (&self.link, &self.link_error) {
-            (Some(link), None) => link.connection().clone(),
-            _ => {
-                let reason = "not connected to the controller".to_string();
-                self.jobs.handle(now(), id, JobEvent::FetchInterrupted { attempt, reason });
-                return;
-            }
+            (Some(link), None) => Some(link.connection().clone()),
+            _ => None,
         };
         let path = self.state.download(&digest);
         let tx = self.events_tx.clone();
@@ -396,10 +461,12 @@ impl Agent {
                 tracing::info!(assignment = %id, offset, size, "downloading");
                 let _ = started.send((id, JobEvent::FetchStarted { attempt, offset }));
             };
-            let event = match download::fetch(&connection, path, digest, size, on_start).await {
+            let event = match download::fetch(connection.as_ref(), path, digest, size, on_start).await {
                 Outcome::Done { sha256, size } => JobEvent::Fetched { attempt, sha256, size },
                 Outcome::Interrupted(reason) => JobEvent::FetchInterrupted { attempt, reason },
-                Outcome::Failed(message) => JobEvent::FetchFailed { attempt, message },
+                Outcome::Failed { message, transient } => {
+                    JobEvent::FetchFailed { attempt, failure: StepFailure { message, transient } }
+                }
             };
             let _ = tx.send((id, event));
         });
@@ -418,13 +485,18 @@ impl Agent {
     }
 
     async fn inventory(&self) -> Inventory {
-        let installer = Arc::clone(&self.installer);
+        let backends = Arc::clone(&self.backends);
         let root = self.config.install_root.clone();
-        let hostname = self.config.hostname.clone();
-        tokio::task::spawn_blocking(move || inventory::collect(&*installer, &root, hostname.as_deref()))
+        let hostname = self.config.hostname.clone().or_else(|| self.enrollment.hostname.clone());
+        tokio::task::spawn_blocking(move || inventory::collect(backends.archive(), &root, hostname.as_deref()))
             .await
             .unwrap_or_default()
     }
+}
+
+/// The failure of a step whose installer call panicked.
+fn crashed() -> StepFailure {
+    StepFailure::permanent("the installer stopped unexpectedly (panic); see the agent log")
 }
 
 fn now() -> Timestamp {

@@ -9,6 +9,9 @@
 //!   outbox.json            unacknowledged reports and the next sequence number
 //!   jobs/<id>.json         one journal record per assignment
 //!   downloads/<sha256>.part  content being fetched
+//!   backups/<name>/<version>-<n>/  paths saved before installing <version>,
+//!                          until its job ends (kept after a failed rollback)
+//!   quarantine/<name>.json packages refused until an admin clears them
 //! ```
 //!
 //! Nothing else in the agent builds a path inside the state directory.
@@ -68,6 +71,16 @@ impl StateDir {
 
     pub fn downloads_dir(&self) -> PathBuf {
         self.root.join("downloads")
+    }
+
+    /// Root of the backup store (`flotte_installers::Backups` adds
+    /// `backups/` under it).
+    pub fn backups_root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join("quarantine")
     }
 
     /// Where the content with `digest` is downloaded to (and installed from).

@@ -658,6 +658,9 @@ mod tests {
             size: 1,
             installer: InstallerKind::Archive,
             created_at: T0,
+            health: None,
+            detect: None,
+            backup_paths: vec![],
         });
         let verified = TrustedKeys::new([key.public_key()]).verify(&signed, T0).unwrap();
         assert!(store.insert_release(&signed, &verified, T0).unwrap());

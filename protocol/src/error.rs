@@ -59,3 +59,15 @@ pub enum KeyError {
     #[error("public key is not a valid ed25519 point")]
     InvalidPoint,
 }
+
+/// A release's health check, detection rule or backup paths are not
+/// acceptable. Signed metadata with such a spec is refused as a whole.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("{what} {value:?} {reason}")]
+    Invalid { what: &'static str, value: String, reason: &'static str },
+    #[error("{what} is longer than {max} bytes")]
+    TooLong { what: &'static str, max: usize },
+    #[error("more than {max} {what}")]
+    TooMany { what: &'static str, max: usize },
+}

@@ -29,9 +29,9 @@ pub mod signing;
 pub mod tuf;
 
 pub use digest::{ContentHasher, Sha256Digest};
-pub use error::{FrameError, KeyError, NameError, VerifyError};
+pub use error::{FrameError, KeyError, NameError, SpecError, VerifyError};
 pub use ids::{AgentId, AssignmentId, Timestamp};
-pub use release::{InstallerKind, ReleaseMetadata};
+pub use release::{DetectRule, HealthCheck, HealthSpec, InstallerKind, ReleaseMetadata};
 pub use signing::{KeyId, PublicKey, ReleaseVerifier, SecretKey, SignedRelease, TrustedKeys, VerifiedRelease};
 
 /// The ALPN protocol id both QUIC peers must offer. A peer that does not

@@ -116,7 +116,14 @@ pub struct Report {
     pub active_after: Option<String>,
 }
 
+/// Longest failure message (including a captured log tail) a report
+/// carries, in bytes. See [`bounded_message`].
+pub const MAX_REPORT_MESSAGE: usize = 4096;
+
 /// Where an assignment stands on an agent.
+///
+/// New variants are appended, so the postcard encoding of the older ones
+/// does not change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstallState {
@@ -127,19 +134,40 @@ pub enum InstallState {
     Downloading { offset: u64, total: u64 },
     /// Size, sha256 and signature are being checked.
     Verifying,
-    /// Verified bytes are handed to the installer.
+    /// Verified bytes are handed to the installer (stage, preflight, backup,
+    /// switch, detection).
     Installing,
     /// The new version is active.
     Succeeded,
     /// The assignment ended without installing; the previous version stays
     /// active.
     Failed { class: FailureClass, message: String },
+    /// The new version is active and on probation: its health check must
+    /// keep passing before the install is committed.
+    HealthChecking,
+    /// The install failed after the switch (or the agent stopped during it);
+    /// the previous version is being restored.
+    RollingBack,
+    /// The previous version is active again (and its backed-up paths are
+    /// restored). `class` and `message` say why the new one was abandoned.
+    RolledBack { class: FailureClass, message: String },
+    /// The previous version could not be restored: the host needs an admin.
+    /// The package is quarantined on this agent until the admin clears it
+    /// (`flotte-agent quarantine clear NAME`); `active_after` says what the
+    /// agent found active.
+    RollbackFailed { message: String },
 }
 
 impl InstallState {
     /// Whether no further report will follow for this assignment.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, InstallState::Succeeded | InstallState::Failed { .. })
+        matches!(
+            self,
+            InstallState::Succeeded
+                | InstallState::Failed { .. }
+                | InstallState::RolledBack { .. }
+                | InstallState::RollbackFailed { .. }
+        )
     }
 
     /// A short lowercase name for tables: `downloading`, `failed`, …
@@ -151,20 +179,89 @@ impl InstallState {
             InstallState::Installing => "installing",
             InstallState::Succeeded => "succeeded",
             InstallState::Failed { .. } => "failed",
+            InstallState::HealthChecking => "health_checking",
+            InstallState::RollingBack => "rolling_back",
+            InstallState::RolledBack { .. } => "rolled_back",
+            InstallState::RollbackFailed { .. } => "rollback_failed",
+        }
+    }
+
+    /// The failure class and message of a state that ended badly.
+    pub fn failure(&self) -> Option<(Option<FailureClass>, &str)> {
+        match self {
+            InstallState::Failed { class, message } | InstallState::RolledBack { class, message } => {
+                Some((Some(*class), message))
+            }
+            InstallState::RollbackFailed { message } => Some((None, message)),
+            _ => None,
         }
     }
 }
 
 /// Why an assignment failed. Decides whether retrying can help.
+///
+/// New variants are appended, so the postcard encoding of the older ones
+/// does not change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
-    /// Signature, size or hash did not check out. Permanent.
+    /// Signature, size, hash or the signed spec did not check out. Permanent.
     Verification,
     /// The content could not be fetched.
     Download,
-    /// The installer failed; the previous version is still active.
+    /// The installer failed (stage, backup, switch, or a hook).
     Install,
+    /// The health check failed during probation. Permanent.
+    Health,
+    /// The installer reported success but the version is not detected as
+    /// installed. Permanent.
+    Detection,
+    /// A check before any change refused the install (package quarantined,
+    /// no way to roll back). Permanent.
+    Preflight,
+    /// The agent stopped (crash, kill, power loss) while the new version was
+    /// being switched to or was on probation, or kept stopping during this
+    /// job; it was not trusted.
+    Interrupted,
+}
+
+impl FailureClass {
+    /// A short lowercase name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureClass::Verification => "verification",
+            FailureClass::Download => "download",
+            FailureClass::Install => "install",
+            FailureClass::Health => "health",
+            FailureClass::Detection => "detection",
+            FailureClass::Preflight => "preflight",
+            FailureClass::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Cuts `message` to at most [`MAX_REPORT_MESSAGE`] bytes, keeping its
+/// start (the error) and its end (the newest log lines) around a marker,
+/// on character boundaries.
+pub fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_REPORT_MESSAGE {
+        return message;
+    }
+    const MARKER: &str = "\n[…]\n";
+    let head_len = floor_char_boundary(&message, MAX_REPORT_MESSAGE / 4);
+    let budget = MAX_REPORT_MESSAGE - head_len - MARKER.len();
+    let mut tail_start = message.len() - budget;
+    while !message.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    format!("{}{MARKER}{}", &message[..head_len], &message[tail_start..])
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// Opens a content stream: send the bytes of `digest` from `offset`.
@@ -226,5 +323,37 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"downloading":{"offset":10,"total":20}}"#);
         assert!(InstallState::Succeeded.is_terminal());
         assert!(!s.is_terminal());
+    }
+
+    #[test]
+    fn rollback_states_are_terminal_except_rolling_back() {
+        let rolled = InstallState::RolledBack { class: FailureClass::Health, message: "exit 1".into() };
+        assert!(rolled.is_terminal());
+        assert!(InstallState::RollbackFailed { message: "x".into() }.is_terminal());
+        assert!(!InstallState::RollingBack.is_terminal());
+        assert!(!InstallState::HealthChecking.is_terminal());
+        assert_eq!(rolled.name(), "rolled_back");
+        assert_eq!(serde_json::to_string(&rolled).unwrap(), r#"{"rolled_back":{"class":"health","message":"exit 1"}}"#);
+        assert_eq!(rolled.failure(), Some((Some(FailureClass::Health), "exit 1")));
+    }
+
+    #[test]
+    fn the_old_states_keep_their_wire_encoding() {
+        // Appending variants must not renumber the existing ones.
+        assert_eq!(postcard::to_stdvec(&InstallState::Succeeded).unwrap(), [4]);
+        let failed = InstallState::Failed { class: FailureClass::Install, message: String::new() };
+        assert_eq!(postcard::to_stdvec(&failed).unwrap(), [5, 2, 0]);
+    }
+
+    #[test]
+    fn long_messages_keep_their_head_and_tail_within_the_bound() {
+        let short = "disk full".to_string();
+        assert_eq!(bounded_message(short.clone()), short);
+        let long = format!("error: hook failed\n{}last line é", "ééé log\n".repeat(2000));
+        let bounded = bounded_message(long);
+        assert!(bounded.len() <= MAX_REPORT_MESSAGE, "{}", bounded.len());
+        assert!(bounded.starts_with("error: hook failed"));
+        assert!(bounded.ends_with("last line é"));
+        assert!(bounded.contains("[…]"));
     }
 }

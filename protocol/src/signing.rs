@@ -280,6 +280,9 @@ mod tests {
             size: 7,
             installer: InstallerKind::Archive,
             created_at: Timestamp::from_unix_millis(1),
+            health: None,
+            detect: None,
+            backup_paths: vec![],
         }
     }
 

@@ -10,19 +10,29 @@
 //! ```
 //!
 //! Processes come from `flotte_controller::lab::harness`, the same code the
-//! `flottectl lab` command runs.
+//! `flottectl lab` command runs. [`packages`] builds real packages (hostile
+//! archives, script packages, `.deb`s) and [`tmpfs`] a disk that fills up.
+//!
+//! The agent binary the tests run is built with the `failpoints` feature
+//! (this crate depends on `flotte-agent` with it, and `cargo build
+//! --workspace` unifies features), so `FLOTTE_FAILPOINT=after:<checkpoint>`
+//! in an agent's [`AgentProcess::env`] makes it abort at that point.
+
+pub mod packages;
+pub mod tmpfs;
 
 use anyhow::{Context, Result};
 use flotte_controller::client::AdminClient;
 use flotte_controller::ctl::{keys, package, sample};
-use flotte_controller::lab::harness::{self, AgentProcess, Binaries, ControllerProcess};
+use flotte_controller::lab::harness::{self, Binaries, ControllerProcess};
 use flotte_protocol::api::{AssignmentView, DeployRequest, ReportView, Target};
 use flotte_protocol::messages::InstallState;
-use flotte_protocol::{AgentId, SecretKey};
-use std::path::PathBuf;
+use flotte_protocol::{AgentId, HealthCheck, HealthSpec, SecretKey};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use harness::wait_for;
+pub use flotte_controller::ctl::package::ReleaseSpec;
+pub use harness::{AgentProcess, wait_for};
 
 /// Generous deadline for anything that should take well under a second.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -82,6 +92,43 @@ impl Lab {
         Ok(agents)
     }
 
+    /// Enrolls one agent, writes its config file with what `config` returns
+    /// for it (it may name the agent's own directories), starts it and
+    /// waits until it is online.
+    pub fn agent_with(&mut self, config: impl FnOnce(&AgentProcess) -> String) -> Result<AgentProcess> {
+        self.next_agent += 1;
+        let name = format!("agent-{:02}", self.next_agent);
+        let token = self.client.create_enrollment_token(Duration::from_secs(600))?.token;
+        let mut agent = AgentProcess::new(&self.bins, self.dir.path(), &name);
+        let output = agent.enroll(&self.controller, &token)?;
+        anyhow::ensure!(output.status.success(), "enroll failed: {}", String::from_utf8_lossy(&output.stderr));
+        let text = config(&agent);
+        agent.configure(&text)?;
+        agent.start()?;
+        harness::wait_online(&self.client, self.next_agent, DEADLINE)?;
+        Ok(agent)
+    }
+
+    /// Signs and publishes the file at `path` as `name@version` with `spec`.
+    pub fn publish_file(
+        &self,
+        key: &SecretKey,
+        path: &Path,
+        name: &str,
+        version: &str,
+        spec: &ReleaseSpec,
+    ) -> Result<()> {
+        package::publish_with(&self.client, key, path, name, version, spec)?;
+        Ok(())
+    }
+
+    /// Builds the sample package and publishes it with `spec`.
+    pub fn publish_spec(&self, key: &SecretKey, name: &str, version: &str, spec: &ReleaseSpec) -> Result<PathBuf> {
+        let path = sample::build(self.dir.path(), name, version, 0)?;
+        self.publish_file(key, &path, name, version, spec)?;
+        Ok(path)
+    }
+
     /// Builds a sample package with `padding` extra bytes and publishes it.
     pub fn publish_padded(&self, key: &SecretKey, name: &str, version: &str, padding: usize) -> Result<PathBuf> {
         let path = sample::build(self.dir.path(), name, version, padding)?;
@@ -96,6 +143,17 @@ impl Lab {
     pub fn deploy_all(&self, name: &str, version: &str) -> Result<u64> {
         let request = DeployRequest { name: name.into(), version: version.into(), target: Target::All };
         Ok(self.client.deploy(&request)?.id)
+    }
+
+    /// Aborts the rollout behind `deployment` unless it completed: a
+    /// big-bang deployment with a failure halts, and a halted rollout of one
+    /// version blocks rollouts of the package's other versions.
+    pub fn close(&self, deployment: u64) -> Result<()> {
+        let phase = self.client.rollout(deployment)?.phase;
+        if phase != "completed" && phase != "aborted" {
+            self.client.rollout_command(deployment, "abort")?;
+        }
+        Ok(())
     }
 
     /// Waits until every assignment of `deployment` is terminal.
@@ -115,6 +173,41 @@ impl Lab {
         Ok(self.client.reports(&self.agent_id(agent)?)?)
     }
 
+    /// The last report the controller stored for `agent`.
+    pub fn last_report(&self, agent: &AgentProcess) -> Result<ReportView> {
+        self.reports(agent)?.pop().with_context(|| format!("no report from {}", agent.name))
+    }
+
+    /// Waits until the controller stored a report from `agent` in state
+    /// `state` (by name, e.g. `"health_checking"`) for an assignment of
+    /// `deployment`.
+    pub fn wait_report(&self, agent: &AgentProcess, deployment: u64, state: &str) -> Result<ReportView> {
+        wait_for(&format!("{} to report {state}", agent.name), DEADLINE, || {
+            let Some(id) = self.find_assignment(deployment, agent)?.map(|a| a.id) else { return Ok(None) };
+            Ok(self.reports(agent)?.into_iter().find(|r| r.assignment == id && r.state.name() == state))
+        })
+    }
+
+    /// The assignment of `deployment` on `agent`, if the rollout created it yet.
+    pub fn find_assignment(&self, deployment: u64, agent: &AgentProcess) -> Result<Option<AssignmentView>> {
+        let all = self.client.assignments()?;
+        Ok(all.into_iter().find(|a| a.deployment == deployment && a.hostname == agent.name))
+    }
+
+    /// The assignment of `deployment` on `agent`.
+    pub fn assignment(&self, deployment: u64, agent: &AgentProcess) -> Result<AssignmentView> {
+        self.find_assignment(deployment, agent)?
+            .with_context(|| format!("no assignment of deployment {deployment} on {}", agent.name))
+    }
+
+    /// Waits until the assignment of `deployment` on `agent` exists and is terminal.
+    pub fn wait_assignment(&self, deployment: u64, agent: &AgentProcess) -> Result<AssignmentView> {
+        wait_for(&format!("{} to finish deployment {deployment}", agent.name), DEADLINE, || {
+            let a = self.find_assignment(deployment, agent)?;
+            Ok(a.filter(|a| a.state.as_ref().is_some_and(InstallState::is_terminal)))
+        })
+    }
+
     /// The controller's SQLite database, for tests that play a compromised
     /// controller.
     pub fn database(&self) -> PathBuf {
@@ -122,11 +215,47 @@ impl Lab {
     }
 }
 
-/// The failure message of a terminal assignment, or a description of why
-/// there is none.
+/// The failure message of a terminal assignment (failed, rolled back or
+/// rollback failed), or a description of why there is none.
 pub fn failure_message(a: &AssignmentView) -> String {
-    match &a.state {
-        Some(InstallState::Failed { message, .. }) => message.clone(),
-        other => format!("(not failed: {other:?})"),
+    match a.state.as_ref().and_then(InstallState::failure) {
+        Some((_, message)) => message.to_string(),
+        None => format!("(not failed: {:?})", a.state),
     }
+}
+
+/// The sample package's own health check (`bin/hello --check`, which fails
+/// where the install root holds the unhealthy marker), on `probation`
+/// seconds of probation with a run every second.
+pub fn sample_health(probation: u32) -> ReleaseSpec {
+    let argv = sample::HEALTH_COMMAND.split(' ').map(str::to_string).collect();
+    ReleaseSpec {
+        health: Some(HealthSpec {
+            check: HealthCheck::Command { argv, expect_exit: 0 },
+            probation_secs: probation,
+            interval_secs: 1,
+            timeout_secs: 10,
+        }),
+        ..ReleaseSpec::default()
+    }
+}
+
+/// Makes the sample package's health check fail on `agent`.
+pub fn make_unhealthy(agent: &AgentProcess) -> Result<()> {
+    Ok(std::fs::write(agent.root.join(sample::UNHEALTHY_MARKER), "broken on purpose\n")?)
+}
+
+/// What `<root>/packages/<name>/current/VERSION` says, trimmed: proves the
+/// active tree is complete, not just that the link points somewhere.
+pub fn active_content(agent: &AgentProcess, name: &str) -> Option<String> {
+    let path = agent.root.join("packages").join(name).join("current/VERSION");
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Names in `<root>/packages/<name>` that are neither a version directory
+/// nor `current`: staging or temporary leftovers.
+pub fn leftovers(agent: &AgentProcess, name: &str) -> Vec<String> {
+    let dir = agent.root.join("packages").join(name);
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with('.')).collect()
 }

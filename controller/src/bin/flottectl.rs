@@ -67,11 +67,16 @@ enum Command {
     /// Phased rollouts: create, list, show, pause, resume, approve, abort, wait, watch.
     #[command(subcommand)]
     Rollout(RolloutCommand),
-    /// Run a local lab: a controller and N agents on loopback, one deployment.
+    /// Run a local lab: a controller and N agents on loopback; deploy
+    /// hello@1.0.0 to all, then hello@2.0.0 whose health check fails on
+    /// some agents, which must roll back by themselves.
     Lab {
         /// How many agents to start.
         #[arg(long, default_value_t = 5)]
         agents: usize,
+        /// How many of them (the last ones) fail the health check of 2.0.0.
+        #[arg(long, default_value_t = 1)]
+        unhealthy: usize,
         /// Keep the lab directory (data, logs) afterwards.
         #[arg(long)]
         keep: bool,
@@ -119,6 +124,8 @@ enum PackageCommand {
         /// Secret signing key file.
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        spec: Box<package::SpecArgs>,
     },
     /// List published releases.
     List,
@@ -206,9 +213,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 output::table(&["KEY ID", "ADDED"], &rows)
             })
         }
-        Command::Package(PackageCommand::Publish { file, name, version, key }) => {
+        Command::Package(PackageCommand::Publish { file, name, version, key, spec }) => {
+            let spec = spec.to_spec()?;
             let secret = keys::load_secret(&key)?;
-            let release = package::publish(&client(&cli.connection)?, &secret, &file, &name, &version)?;
+            let release = package::publish_with(&client(&cli.connection)?, &secret, &file, &name, &version, &spec)?;
             emit(json, &release, |r| {
                 format!("published {}@{} ({}, sha256 {})\n", r.name, r.version, output::size(r.size), r.sha256)
             })
@@ -275,11 +283,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Rollout(command) => rollout_command(&cli.connection, json, command),
-        Command::Lab { agents, keep, timeout } => {
+        Command::Lab { agents, unhealthy, keep, timeout } => {
             if agents == 0 {
                 bail!("--agents must be at least 1");
             }
-            let ok = lab::run(&LabOptions { agents, keep, timeout })?;
+            if unhealthy > agents {
+                bail!("--unhealthy must be at most --agents ({agents})");
+            }
+            let ok = lab::run(&LabOptions { agents, unhealthy, keep, timeout })?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }

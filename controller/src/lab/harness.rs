@@ -183,6 +183,10 @@ pub struct AgentProcess {
     pub name: String,
     pub state_dir: PathBuf,
     pub root: PathBuf,
+    /// Extra environment of the next [`AgentProcess::start`] (crash hooks).
+    pub env: Vec<(String, String)>,
+    /// `--config` file of the next start, if [`AgentProcess::configure`] wrote one.
+    config: Option<PathBuf>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -196,9 +200,20 @@ impl AgentProcess {
             name: name.into(),
             state_dir: agent_dir.join("state"),
             root: agent_dir.join("root"),
+            env: Vec::new(),
+            config: None,
             child: None,
             log: agent_dir.join("agent.log"),
         }
+    }
+
+    /// Writes `toml` as this agent's config file (`hook_timeout`,
+    /// `dpkg_admindir`…), used from the next start on.
+    pub fn configure(&mut self, toml: &str) -> Result<()> {
+        let path = self.state_dir.parent().unwrap_or(&self.state_dir).join("agent.toml");
+        std::fs::write(&path, toml)?;
+        self.config = Some(path);
+        Ok(())
     }
 
     /// Enrolls a new agent named `name` with a fresh token, then starts it.
@@ -231,23 +246,39 @@ impl AgentProcess {
             .context("cannot run flotte-agent enroll")
     }
 
-    /// Starts the service process (again).
+    /// Starts the service process (again), with [`AgentProcess::env`].
     pub fn start(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(&self.bins.agent)
-            .arg("run")
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--root")
-            .arg(&self.root)
+        let mut command = Command::new(&self.bins.agent);
+        command.arg("run").arg("--state-dir").arg(&self.state_dir).arg("--root").arg(&self.root);
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env("FLOTTE_HOSTNAME", &self.name)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("cannot start flotte-agent")?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Waits until the process exits by itself (a crash hook fired) and
+    /// returns how it ended.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let name = self.name.clone();
+        let child = self.child.as_mut().with_context(|| format!("{name} is not running"))?;
+        let status = wait_for(&format!("{name} to exit"), timeout, || Ok(child.try_wait()?))?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL, as a crash or power loss would.
@@ -310,6 +341,8 @@ pub fn wait_online(client: &AdminClient, count: usize, timeout: Duration) -> Res
 pub fn wait_deployment_done(client: &AdminClient, deployment: u64, timeout: Duration) -> Result<Vec<AssignmentView>> {
     wait_for(&format!("deployment {deployment} to finish"), timeout, || {
         let mine: Vec<_> = client.assignments()?.into_iter().filter(|a| a.deployment == deployment).collect();
-        Ok(mine.iter().all(|a| a.state.as_ref().is_some_and(|s| s.is_terminal())).then_some(mine))
+        // A rollout creates its assignments after it is accepted: none yet is not done.
+        let done = !mine.is_empty() && mine.iter().all(|a| a.state.as_ref().is_some_and(|s| s.is_terminal()));
+        Ok(done.then_some(mine))
     })
 }

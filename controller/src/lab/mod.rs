@@ -1,14 +1,27 @@
 //! The lab: Flotte's main job on one machine. It starts a real controller
 //! and N real agents as separate processes on loopback, each agent with its
-//! own install root in a temporary directory (no root needed), builds and
-//! signs a sample package, deploys it to every agent, prints progress and
-//! each agent's final state, and succeeds only if every agent installed it.
+//! own install root in a temporary directory (no root needed), and runs two
+//! deployments of a signed sample package:
+//!
+//! 1. `hello@1.0.0` to every agent: every agent must install it.
+//! 2. `hello@2.0.0`, whose signed health check (`bin/hello --check`, on a
+//!    short probation) fails on the agents the lab marks unhealthy (a
+//!    marker file in their install root, see `ctl::sample`). Those agents
+//!    must roll back to 1.0.0 by themselves and report `rolled_back`; the
+//!    others must run 2.0.0.
+//!
+//! It prints progress and each agent's final state (as reported and as
+//! found on disk), and succeeds only if every agent ends exactly as
+//! expected.
 
 pub mod harness;
 
+use crate::client::AdminClient;
+use crate::ctl::package::ReleaseSpec;
 use crate::ctl::{keys, output, package, sample};
 use anyhow::{Context, Result};
-use flotte_protocol::api::{DeployRequest, Target};
+use flotte_protocol::api::{AssignmentView, DeployRequest, Target};
+use flotte_protocol::{HealthCheck, HealthSpec};
 use harness::{AgentProcess, Binaries, ControllerProcess};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,14 +30,19 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct LabOptions {
     pub agents: usize,
+    /// How many agents (the last ones) fail the health check of 2.0.0.
+    pub unhealthy: usize,
     /// Keep the temporary directory (logs, data) after the run.
     pub keep: bool,
-    /// How long the deployment may take before the lab gives up.
+    /// How long each deployment may take before the lab gives up.
     pub timeout: Duration,
 }
 
-/// Runs the lab; `Ok(true)` if every agent reported success and has the new
-/// version active on disk.
+/// How long 2.0.0 must stay healthy before it is committed.
+const PROBATION_SECS: u32 = 2;
+
+/// Runs the lab; `Ok(true)` if every agent ended as expected, on disk and in
+/// its reports.
 pub fn run(options: &LabOptions) -> Result<bool> {
     let started = Instant::now();
     let bins = Binaries::locate()?;
@@ -48,50 +66,54 @@ pub fn run(options: &LabOptions) -> Result<bool> {
     harness::wait_online(&client, options.agents, Duration::from_secs(30))?;
     println!("{} agents enrolled and online", options.agents);
 
-    let path = sample::build(&dir, "hello", "1.0.0", 2 << 20)?;
-    let release = package::publish(&client, &key, &path, "hello", "1.0.0")?;
-    println!("published hello@1.0.0 ({}, sha256 {})", output::size(release.size), release.sha256);
+    // 1. Everyone installs 1.0.0.
+    let v1 = sample::build(&dir, "hello", "1.0.0", 2 << 20)?;
+    let release = package::publish(&client, &key, &v1, "hello", "1.0.0")?;
+    println!("\npublished hello@1.0.0 ({}, sha256 {})", output::size(release.size), release.sha256);
+    let expect_v1 = |_: &AgentProcess| Expected { state: "succeeded", version: "1.0.0" };
+    let first = deploy(&client, &agents, "1.0.0", options.timeout, &expect_v1)?;
 
-    let deploy_started = Instant::now();
-    let deployment =
-        client.deploy(&DeployRequest { name: "hello".into(), version: "1.0.0".into(), target: Target::All })?;
-    println!("deployment {} to {} agents", deployment.id, deployment.assignments);
-
-    let mut last = String::new();
-    let assignments = harness::wait_for("the deployment to finish", options.timeout, || {
-        let mine: Vec<_> = client.assignments()?.into_iter().filter(|a| a.deployment == deployment.id).collect();
-        let mut counts = BTreeMap::new();
-        for a in &mine {
-            *counts.entry(a.state.as_ref().map_or("assigned", |s| s.name())).or_insert(0) += 1;
-        }
-        let line = counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
-        if line != last {
-            println!("  [{:>7}] {line}", output::duration(deploy_started.elapsed()));
-            last = line;
-        }
-        Ok(mine.iter().all(|a| a.state.as_ref().is_some_and(|s| s.is_terminal())).then_some(mine))
-    })?;
-
-    let rows: Vec<Vec<String>> = assignments
-        .iter()
-        .map(|a| {
-            let on_disk = agents.iter().find(|p| p.name == a.hostname).and_then(|p| p.active_version("hello"));
-            vec![
-                a.hostname.clone(),
-                a.state.as_ref().map_or("assigned".into(), |s| s.name().to_string()),
-                a.active_version.clone().unwrap_or_else(|| "-".into()),
-                on_disk.unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    print!("{}", output::table(&["AGENT", "STATE", "REPORTED ACTIVE", "ON DISK"], &rows));
-    let ok = rows.len() == options.agents && rows.iter().all(|r| r[1] == "succeeded" && r[3] == "1.0.0");
+    // 2. 2.0.0 with a health check that fails where the marker exists.
+    let unhealthy: Vec<String> =
+        agents.iter().rev().take(options.unhealthy.min(agents.len())).map(|a| a.name.clone()).collect();
+    for agent in agents.iter().filter(|a| unhealthy.contains(&a.name)) {
+        std::fs::write(agent.root.join(sample::UNHEALTHY_MARKER), "the lab broke this host on purpose\n")?;
+    }
+    let spec = ReleaseSpec {
+        health: Some(HealthSpec {
+            check: HealthCheck::Command {
+                argv: sample::HEALTH_COMMAND.split(' ').map(str::to_string).collect(),
+                expect_exit: 0,
+            },
+            probation_secs: PROBATION_SECS,
+            interval_secs: 1,
+            timeout_secs: 10,
+        }),
+        ..ReleaseSpec::default()
+    };
+    let v2 = sample::build(&dir, "hello", "2.0.0", 2 << 20)?;
+    let release = package::publish_with(&client, &key, &v2, "hello", "2.0.0", &spec)?;
     println!(
-        "{}: {}/{} agents run hello@1.0.0; deployment took {}, lab {}",
+        "\npublished hello@2.0.0 ({}) with health check `{}` on {PROBATION_SECS}s probation; \
+         it fails on: {}",
+        output::size(release.size),
+        sample::HEALTH_COMMAND,
+        if unhealthy.is_empty() { "none".to_string() } else { unhealthy.join(", ") }
+    );
+    let expect_v2 = |a: &AgentProcess| {
+        if unhealthy.contains(&a.name) {
+            Expected { state: "rolled_back", version: "1.0.0" }
+        } else {
+            Expected { state: "succeeded", version: "2.0.0" }
+        }
+    };
+    let second = deploy(&client, &agents, "2.0.0", options.timeout, &expect_v2)?;
+
+    let ok = first && second;
+    println!(
+        "{}: every agent ended as expected: {}; lab took {}",
         if ok { "SUCCESS" } else { "FAILURE" },
-        rows.iter().filter(|r| r[1] == "succeeded" && r[3] == "1.0.0").count(),
-        options.agents,
-        output::duration(deploy_started.elapsed()),
+        if ok { "yes" } else { "no" },
         output::duration(started.elapsed()),
     );
     drop(agents);
@@ -101,4 +123,79 @@ pub fn run(options: &LabOptions) -> Result<bool> {
         println!("logs and data kept in {}", kept.display());
     }
     Ok(ok)
+}
+
+/// The state and version one agent must end a deployment in.
+struct Expected {
+    state: &'static str,
+    version: &'static str,
+}
+
+/// Deploys `hello@version` to every agent, prints progress and a table,
+/// and says whether each agent ended as `expect` says, in its report and
+/// on disk.
+fn deploy(
+    client: &AdminClient,
+    agents: &[AgentProcess],
+    version: &str,
+    timeout: Duration,
+    expect: &dyn Fn(&AgentProcess) -> Expected,
+) -> Result<bool> {
+    let deploy_started = Instant::now();
+    let deployment =
+        client.deploy(&DeployRequest { name: "hello".into(), version: version.into(), target: Target::All })?;
+    println!("deployment {} to {} agents", deployment.id, deployment.assignments);
+    let assignments = watch(client, deployment.id, timeout, deploy_started)?;
+    let mut all_ok = assignments.len() == agents.len();
+    let mut rows = Vec::new();
+    for agent in agents {
+        let a = assignments.iter().find(|a| a.hostname == agent.name);
+        let state = a.and_then(|a| a.state.as_ref()).map_or("assigned".to_string(), |s| s.name().to_string());
+        let reported = a.and_then(|a| a.active_version.clone()).unwrap_or_else(|| "-".into());
+        let on_disk = agent.active_version("hello").unwrap_or_else(|| "-".into());
+        let detail = a
+            .and_then(|a| a.state.as_ref())
+            .and_then(|s| s.failure())
+            .map_or(String::new(), |(_, m)| m.lines().next().unwrap_or_default().chars().take(70).collect());
+        let want = expect(agent);
+        let ok = state == want.state && reported == want.version && on_disk == want.version;
+        all_ok &= ok;
+        rows.push(vec![
+            agent.name.clone(),
+            state,
+            reported,
+            on_disk,
+            format!("{} {}", want.state, want.version),
+            if ok { "ok".into() } else { "UNEXPECTED".into() },
+            detail,
+        ]);
+    }
+    print!("{}", output::table(&["AGENT", "STATE", "REPORTED ACTIVE", "ON DISK", "EXPECTED", "", "DETAIL"], &rows));
+    println!(
+        "hello@{version}: {}/{} agents as expected; deployment took {}",
+        rows.iter().filter(|r| r[5] == "ok").count(),
+        agents.len(),
+        output::duration(deploy_started.elapsed())
+    );
+    Ok(all_ok)
+}
+
+/// Prints a line whenever the counts per state change, until every
+/// assignment of `deployment` is terminal.
+fn watch(client: &AdminClient, deployment: u64, timeout: Duration, since: Instant) -> Result<Vec<AssignmentView>> {
+    let mut last = String::new();
+    harness::wait_for("the deployment to finish", timeout, || {
+        let mine: Vec<_> = client.assignments()?.into_iter().filter(|a| a.deployment == deployment).collect();
+        let mut counts = BTreeMap::new();
+        for a in &mine {
+            *counts.entry(a.state.as_ref().map_or("assigned", |s| s.name())).or_insert(0) += 1;
+        }
+        let line = counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        if line != last {
+            println!("  [{:>7}] {line}", output::duration(since.elapsed()));
+            last = line;
+        }
+        let done = !mine.is_empty() && mine.iter().all(|a| a.state.as_ref().is_some_and(|s| s.is_terminal()));
+        Ok(done.then_some(mine))
+    })
 }

@@ -3,10 +3,14 @@
 //! area. Build the binaries first: `cargo build --workspace`.
 
 mod auth;
+mod crash;
 mod delivery;
+mod faults;
 mod packaging;
 mod quic_raw;
+mod rollback;
 mod rollouts;
+mod service;
 mod transport;
 mod tuf_interop;
 mod verification;
