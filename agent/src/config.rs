@@ -34,7 +34,16 @@ pub struct AgentConfig {
     /// A separate dpkg database for the dpkg installer; `None` uses the
     /// system's. For labs and tests, so they never touch the host's packages.
     pub dpkg: Option<DpkgDatabase>,
+    /// Include every installed dpkg package in the inventory. Off by
+    /// default: the list is large and rarely what an admin asks about.
+    pub report_dpkg_packages: bool,
+    /// How often the agent recollects its inventory and, if its digest
+    /// changed, sends it (it always sends it at connect and after installs).
+    pub inventory_interval: Duration,
 }
+
+/// Default of [`AgentConfig::inventory_interval`].
+pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// A dpkg database other than the system's (`dpkg --admindir --instdir`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +74,9 @@ struct FileConfig {
     hook_timeout: Option<String>,
     dpkg_admindir: Option<PathBuf>,
     dpkg_instdir: Option<PathBuf>,
+    report_dpkg_packages: Option<bool>,
+    /// A humantime duration, e.g. `"10m"`.
+    inventory_interval: Option<String>,
 }
 
 impl AgentConfig {
@@ -87,6 +99,13 @@ impl AgentConfig {
                 .as_deref()
                 .map(|text| parse_duration("hook_timeout", text))
                 .transpose()?,
+            report_dpkg_packages: parsed.report_dpkg_packages.unwrap_or(false),
+            inventory_interval: parsed
+                .inventory_interval
+                .as_deref()
+                .map(|text| parse_duration("inventory_interval", text))
+                .transpose()?
+                .unwrap_or(DEFAULT_INVENTORY_INTERVAL),
             dpkg: match (parsed.dpkg_admindir, parsed.dpkg_instdir) {
                 (None, None) => None,
                 (Some(admindir), Some(instdir)) => Some(DpkgDatabase { admindir, instdir }),
@@ -133,6 +152,8 @@ mod tests {
         assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
         assert_eq!(c.install_root, Path::new(DEFAULT_INSTALL_ROOT));
         assert_eq!(c.log_level, "info");
+        assert!(!c.report_dpkg_packages);
+        assert_eq!(c.inventory_interval, DEFAULT_INVENTORY_INTERVAL);
     }
 
     #[test]
@@ -163,6 +184,14 @@ mod tests {
             let err = load_text(bad, Overrides::default()).unwrap_err();
             assert!(matches!(err, AgentError::ConfigValue { .. }), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_wrong_type_is_refused_with_key_and_line() {
+        let err =
+            load_text("log_level = \"info\"\nreport_dpkg_packages = \"yes\"\n", Overrides::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("report_dpkg_packages") && msg.contains("line 2"), "{msg}");
     }
 
     #[test]

@@ -16,6 +16,11 @@ pub enum AgentError {
     #[error("{op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: io::Error },
 
+    /// The state directory cannot be written (read-only file system, full
+    /// disk, wrong owner); the agent cannot keep its journal and outbox.
+    #[error("the state directory {path} is not writable: {source}")]
+    StateDirNotWritable { path: PathBuf, source: io::Error },
+
     /// The config file is not valid TOML or has an unknown or mistyped key.
     #[error("config file {path}: {source}")]
     ConfigParse { path: PathBuf, source: Box<toml::de::Error> },
@@ -80,6 +85,16 @@ pub enum AgentError {
     #[error("cannot resolve controller {host}: {reason}")]
     Resolve { host: String, reason: String },
 
+    /// The TLS handshake failed on our side: the server's certificate does
+    /// not chain to the CA this agent enrolled with (or does not name the
+    /// controller). Either the controller was re-initialized or someone
+    /// else answers at its address; the agent does not talk to it.
+    #[error(
+        "refusing the controller at {addr}: its certificate is not from the CA this agent enrolled with ({reason}); \
+         if the controller was re-initialized, enroll this agent again"
+    )]
+    UntrustedController { addr: SocketAddr, reason: String },
+
     /// A QUIC connection could not be set up or was lost.
     #[error("connection to {addr}: {reason}")]
     Connection { addr: SocketAddr, reason: String },
@@ -142,3 +157,22 @@ pub fn is_transient_io(error: &io::Error) -> bool {
 
 /// Result alias of the agent library.
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+impl AgentError {
+    /// True when restarting the agent cannot help until an admin acts: a
+    /// bad config file or an unwritable state directory. `main` exits with
+    /// [`EXIT_NEEDS_ADMIN`] for these, which the systemd unit does not restart.
+    pub fn needs_admin(&self) -> bool {
+        matches!(
+            self,
+            AgentError::ConfigParse { .. }
+                | AgentError::ConfigValue { .. }
+                | AgentError::LogLevel { .. }
+                | AgentError::StateDirNotWritable { .. }
+        )
+    }
+}
+
+/// Exit status for errors that [`AgentError::needs_admin`] (EX_CONFIG from
+/// sysexits.h); `RestartPreventExitStatus=` in the unit names it.
+pub const EXIT_NEEDS_ADMIN: u8 = 78;

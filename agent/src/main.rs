@@ -1,12 +1,15 @@
 //! `flotte-agent`: the command line. Parses flags, installs the only tracing
 //! subscriber (stderr), and hands over to the library.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 usage error.
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error, 78 an error a
+//! restart cannot fix (bad config, unwritable state directory; see
+//! `AgentError::needs_admin`).
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use flotte_agent::config::{AgentConfig, Overrides};
 use flotte_agent::enroll::{EnrollOptions, enroll};
+use flotte_agent::error::{AgentError, EXIT_NEEDS_ADMIN};
 use flotte_agent::quarantine::Quarantine;
 use flotte_agent::service;
 use flotte_agent::state_dir::{DEFAULT_STATE_DIR, StateDir};
@@ -84,7 +87,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", describe(&e));
-            ExitCode::FAILURE
+            match e.downcast_ref::<AgentError>() {
+                Some(agent_error) if agent_error.needs_admin() => ExitCode::from(EXIT_NEEDS_ADMIN),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -140,8 +146,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let overrides = Overrides { state_dir, install_root: root, hostname };
             let config = AgentConfig::load(config.as_deref(), overrides)?;
             init_logging(&config.log_level);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            // One thread runs the whole select loop: an idle agent is one
+            // sleeping thread, not one per core. Installer calls, fsyncs of
+            // downloads and inventory collection go to the blocking pool
+            // (spawn_blocking), whose threads exit after 10 s of idleness,
+            // so the loop (and the watchdog task) never waits on them.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .thread_keep_alive(std::time::Duration::from_secs(10))
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {

@@ -4,6 +4,8 @@
 //! Guarantees: the connection is made only to a server whose certificate
 //! chains to `identity/ca.crt` and names the enrolled controller host; early
 //! data is disabled in the TLS config and `into_0rtt` is never called.
+//! A server certificate this agent rejects is reported as
+//! [`AgentError::UntrustedController`], never as a plain connection failure.
 
 use crate::error::{AgentError, Result};
 use crate::identity;
@@ -18,6 +20,10 @@ use std::time::Duration;
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// A connection silent for this long is dead.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A handshake unanswered for this long has failed. A controller that is
+/// down does not answer at all (UDP: no connection refused), so this bounds
+/// each attempt; the backoff between attempts spreads a fleet's retries.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the client configuration from the enrolled identity.
 pub fn client_config(state: &StateDir) -> Result<quinn::ClientConfig> {
@@ -65,10 +71,39 @@ pub async fn connect(config: &quinn::ClientConfig, host: &str, port: u16) -> Res
     let conn_err = |reason: String| AgentError::Connection { addr, reason };
     let endpoint = Endpoint::client(bind).map_err(|e| conn_err(format!("cannot bind {bind}: {e}")))?;
     let connecting = endpoint.connect_with(config.clone(), addr, host).map_err(|e| conn_err(e.to_string()))?;
-    let connection = connecting.await.map_err(|e| conn_err(e.to_string()))?;
+    let answered = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await;
+    let connection =
+        answered.map_err(|_| conn_err(format!("no answer within {CONNECT_TIMEOUT:?}")))?.map_err(|e| match e {
+            quinn::ConnectionError::TransportError(t) if rejected_by_us(t.code) => {
+                AgentError::UntrustedController { addr, reason: t.to_string() }
+            }
+            other => conn_err(other.to_string()),
+        })?;
     Ok((endpoint, connection))
+}
+
+/// A TLS failure raised by this side of the handshake (QUIC crypto error
+/// codes are 0x100 + the TLS alert). The only certificate this client
+/// checks is the server's; a rejection of the agent's own certificate by
+/// the server arrives as `ConnectionClosed` instead.
+fn rejected_by_us(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
 }
 
 fn tls_error(reason: String) -> AgentError {
     AgentError::TlsConfig { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tls_failures_count_as_a_rejected_controller() {
+        // 48 = unknown_ca: the server's certificate is not from our CA.
+        assert!(rejected_by_us(quinn::TransportErrorCode::crypto(48)));
+        assert!(rejected_by_us(quinn::TransportErrorCode::crypto(42)));
+        assert!(!rejected_by_us(quinn::TransportErrorCode::PROTOCOL_VIOLATION));
+        assert!(!rejected_by_us(quinn::TransportErrorCode::CONNECTION_REFUSED));
+    }
 }

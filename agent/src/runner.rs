@@ -37,7 +37,9 @@ use crate::quic;
 use crate::session::{self, MIN_PROTOCOL_VERSION, Session};
 use crate::state_dir::StateDir;
 use flotte_protocol::messages::{AgentMessage, ControllerMessage, Hello, Inventory};
-use flotte_protocol::{AssignmentId, InstallerKind, PROTOCOL_VERSION, ReleaseVerifier, Timestamp, TrustedKeys};
+use flotte_protocol::{
+    AssignmentId, InstallerKind, PROTOCOL_VERSION, ReleaseVerifier, Sha256Digest, Timestamp, TrustedKeys,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -75,6 +77,9 @@ pub struct Agent {
     /// Set when sending on the link failed; the session loop ends on it.
     link_error: Option<AgentError>,
     backoff: Backoff,
+    /// Digest of the inventory the controller last received (in `Hello` or
+    /// `Inventory`) on the current session; `None` while offline.
+    sent_inventory: Option<Sha256Digest>,
 }
 
 struct FetchTask {
@@ -88,6 +93,7 @@ enum Input {
     Control(Result<ControllerMessage>),
     Job((AssignmentId, JobEvent)),
     Timeout,
+    InventoryCheck,
 }
 
 impl Agent {
@@ -96,6 +102,7 @@ impl Agent {
     pub fn open(config: AgentConfig) -> Result<Agent> {
         let state = StateDir::new(&config.state_dir);
         let enrollment = Enrollment::load(&state)?;
+        state.check_writable()?;
         let client = quic::client_config(&state)?;
         let journal = Journal::open(&state)?;
         let outbox = Outbox::load(&state.outbox())?;
@@ -125,6 +132,7 @@ impl Agent {
             link: None,
             link_error: None,
             backoff: Backoff::new(Backoff::seed_from_environment()),
+            sent_inventory: None,
         })
     }
 
@@ -138,11 +146,13 @@ impl Agent {
         self.jobs.resume(now());
         self.drive().await;
         loop {
+            let inventory = self.inventory().await;
+            let inventory_digest = inventory::digest(&inventory);
             let hello = Hello {
                 protocol_version: PROTOCOL_VERSION,
                 min_protocol_version: MIN_PROTOCOL_VERSION,
                 agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                inventory: self.inventory().await,
+                inventory,
             };
             tracing::debug!(controller = %self.enrollment.controller, port = self.enrollment.quic_port, "connecting");
             let open = Session::open(
@@ -155,6 +165,7 @@ impl Agent {
                 None => return,
                 Some(Ok(session)) => {
                     self.backoff.reset();
+                    self.sent_inventory = Some(inventory_digest);
                     match self.online(session, &mut shutdown).await {
                         None => return,
                         Some(e) => e,
@@ -164,6 +175,9 @@ impl Agent {
             };
             match error {
                 AgentError::Refused { .. } => tracing::error!(error = %error, "not connected"),
+                AgentError::UntrustedController { .. } => {
+                    tracing::error!(error = %error, "SECURITY: controller certificate rejected; not connected")
+                }
                 _ => tracing::warn!(error = %error, "not connected"),
             }
             let delay = self.backoff.next_delay();
@@ -217,6 +231,7 @@ impl Agent {
         }
         self.jobs.resume(now());
         self.drive().await;
+        let mut inventory_check = tokio::time::Instant::now() + self.config.inventory_interval;
         loop {
             if let Some(error) = self.link_error.take() {
                 self.go_offline(None).await;
@@ -232,6 +247,7 @@ impl Agent {
                 message = link.next() => Input::Control(message),
                 Some(event) = self.events_rx.recv() => Input::Job(event),
                 () = tokio::time::sleep(sleep), if wake.is_some() => Input::Timeout,
+                () = tokio::time::sleep_until(inventory_check) => Input::InventoryCheck,
             };
             match input {
                 Input::Shutdown => {
@@ -245,6 +261,10 @@ impl Agent {
                 Input::Timeout => {
                     self.jobs.handle_timeout(now());
                     self.drive().await;
+                }
+                Input::InventoryCheck => {
+                    inventory_check = tokio::time::Instant::now() + self.config.inventory_interval;
+                    self.send_inventory_if_changed().await;
                 }
             }
         }
@@ -264,6 +284,7 @@ impl Agent {
             (Some(link), None) => link.abandon("control stream failed"),
             (None, _) => {}
         }
+        self.sent_inventory = None;
         self.drive().await;
     }
 
@@ -310,8 +331,7 @@ impl Agent {
         self.jobs.handle(now(), id, event);
         self.drive().await;
         if installed {
-            let inventory = self.inventory().await;
-            self.send(&AgentMessage::Inventory(inventory)).await;
+            self.send_inventory_if_changed().await;
         }
     }
 
@@ -484,11 +504,29 @@ impl Agent {
         }
     }
 
+    /// Recollects the inventory and sends it if the controller's copy is
+    /// stale. Does nothing while offline: the next `Hello` carries it.
+    async fn send_inventory_if_changed(&mut self) {
+        let Some(sent) = self.sent_inventory else { return };
+        let inventory = self.inventory().await;
+        let digest = inventory::digest(&inventory);
+        if digest == sent {
+            tracing::debug!("inventory unchanged");
+            return;
+        }
+        tracing::info!("inventory changed; sending it");
+        self.send(&AgentMessage::Inventory(inventory)).await;
+        if self.link_error.is_none() {
+            self.sent_inventory = Some(digest);
+        }
+    }
+
     async fn inventory(&self) -> Inventory {
         let backends = Arc::clone(&self.backends);
         let root = self.config.install_root.clone();
         let hostname = self.config.hostname.clone().or_else(|| self.enrollment.hostname.clone());
-        tokio::task::spawn_blocking(move || inventory::collect(backends.archive(), &root, hostname.as_deref()))
+        let options = inventory::Options { dpkg_packages: self.config.report_dpkg_packages };
+        tokio::task::spawn_blocking(move || inventory::collect(backends.archive(), &root, hostname.as_deref(), options))
             .await
             .unwrap_or_default()
     }

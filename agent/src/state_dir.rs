@@ -15,7 +15,10 @@
 //! ```
 //!
 //! Nothing else in the agent builds a path inside the state directory.
+//! [`StateDir::check_writable`] is the start-up check that the directory
+//! can take the durable writes every state change needs.
 
+use crate::error::{AgentError, Result};
 use flotte_protocol::{AssignmentId, Sha256Digest};
 use std::path::{Path, PathBuf};
 
@@ -35,6 +38,17 @@ impl StateDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Creates, syncs and removes a probe file, so that a read-only or
+    /// full state directory stops the agent at start with a clear error
+    /// instead of failing the first install halfway.
+    pub fn check_writable(&self) -> Result<()> {
+        let probe = self.root.join(".write-probe");
+        let not_writable = |source| AgentError::StateDirNotWritable { path: self.root.clone(), source };
+        let file = std::fs::File::create(&probe).map_err(not_writable)?;
+        file.sync_all().map_err(not_writable)?;
+        std::fs::remove_file(&probe).map_err(not_writable)
     }
 
     pub fn identity_dir(&self) -> PathBuf {

@@ -156,6 +156,24 @@ impl AdminClient {
     pub fn rollout_command(&self, id: u64, command: &str) -> Result<RolloutView, ClientError> {
         self.post(&format!("/v1/rollouts/{id}/{command}"), &serde_json::json!({}))
     }
+
+    /// Rolls back every agent that committed rollout `id` to its previous version.
+    pub fn rollback(
+        &self,
+        id: u64,
+        request: &flotte_protocol::api::RollbackRequest,
+    ) -> Result<flotte_protocol::api::RollbackView, ClientError> {
+        self.post(&format!("/v1/rollouts/{id}/rollback"), request)
+    }
+
+    /// Adds and removes tags of an agent (by id or hostname).
+    pub fn change_tags(
+        &self,
+        agent: &str,
+        request: &flotte_protocol::api::TagRequest,
+    ) -> Result<flotte_protocol::api::TagsView, ClientError> {
+        self.post(&format!("/v1/agents/{agent}/tags"), request)
+    }
 }
 
 fn check(response: ureq::http::Response<ureq::Body>) -> Result<ureq::http::Response<ureq::Body>, ClientError> {

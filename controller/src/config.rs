@@ -1,6 +1,10 @@
-//! The controller's configuration: `controller.toml` in the data directory,
-//! written by `init`, overridable by flags, parsed once into
-//! [`ControllerConfig`] and passed explicitly.
+//! The controller's configuration, parsed once into [`ControllerConfig`] and
+//! passed explicitly. It lives either in the data directory
+//! (`DATA/controller.toml`, written by `init`) or in a file named with
+//! `--config` (the Debian package's `/etc/flotte/controller.toml`), which
+//! may also say where the data directory is. Flags override both.
+//! Guarantee: an unknown key or a mistyped value is refused with the key,
+//! the file and the line.
 
 use crate::error::ControllerError;
 use serde::{Deserialize, Serialize};
@@ -11,6 +15,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerConfig {
+    /// Where the controller keeps its state. Only read from a `--config`
+    /// file; a config inside the data directory leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
     /// TCP address of the HTTPS API. QUIC listens on the same address over
     /// UDP unless `quic_listen` says otherwise.
     pub listen: SocketAddr,
@@ -18,7 +26,9 @@ pub struct ControllerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quic_listen: Option<SocketAddr>,
     /// Names and addresses in the server certificate; agents and flottectl
-    /// must reach the controller by one of them.
+    /// must reach the controller by one of them. `init` issues the
+    /// certificate; afterwards this list is a record of what it contains.
+    #[serde(default)]
     pub hostnames: Vec<String>,
     /// Largest package accepted for upload, in bytes.
     #[serde(default = "default_max_package_size")]
@@ -68,6 +78,7 @@ mod tests {
     #[test]
     fn written_config_reads_back() {
         let c = ControllerConfig {
+            data_dir: Some("/srv/flotte".into()),
             listen: "127.0.0.1:7443".parse().unwrap(),
             quic_listen: None,
             hostnames: vec!["localhost".into()],
@@ -75,5 +86,13 @@ mod tests {
             content_rate_limit: 0,
         };
         assert_eq!(ControllerConfig::parse(&c.to_toml(), Path::new("c.toml")).unwrap(), c);
+    }
+
+    #[test]
+    fn the_packaged_config_file_parses() {
+        let text = include_str!("../../packaging/controller/controller.toml");
+        let c = ControllerConfig::parse(text, Path::new("controller.toml")).unwrap();
+        assert_eq!(c.data_dir.as_deref(), Some(Path::new("/var/lib/flotte-controller")));
+        assert!(c.hostnames.is_empty());
     }
 }

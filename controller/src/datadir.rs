@@ -91,8 +91,14 @@ impl DataDir {
     }
 
     /// Checks that `init` ran here.
+    /// (A directory whose config is kept elsewhere, `init --config`, has no
+    /// `controller.toml`; its server certificate marks it instead.)
     pub fn ensure_initialized(&self) -> Result<(), ControllerError> {
-        if self.config().is_file() { Ok(()) } else { Err(ControllerError::NotInitialized { path: self.root.clone() }) }
+        if self.config().is_file() || self.server_cert().is_file() {
+            Ok(())
+        } else {
+            Err(ControllerError::NotInitialized { path: self.root.clone() })
+        }
     }
 }
 

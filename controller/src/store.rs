@@ -117,6 +117,30 @@ const MIGRATIONS: &[M<'static>] = &[
         detail TEXT NOT NULL
     );",
     ),
+    // Fleet rollback and dynamic targets: the version each agent of a
+    // rollout gets when it differs per agent (a rollback sends each agent
+    // back to its own previous version), which rollout a rollback reverts,
+    // and the tags admins put on agents.
+    M::up(
+        "CREATE TABLE rollout_versions (
+        rollout_id BIGINT NOT NULL,
+        agent_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, agent_id)
+    );
+    CREATE TABLE rollbacks (
+        id BIGINT PRIMARY KEY,
+        rollback_of BIGINT NOT NULL
+    );
+    CREATE TABLE agent_tags (
+        agent_id TEXT NOT NULL REFERENCES agents (id),
+        tag TEXT NOT NULL,
+        PRIMARY KEY (agent_id, tag)
+    );",
+    ),
+    // The agent's whole last inventory (JSON `Inventory`); '' until the
+    // agent first connects. The columns above keep the fields lists filter on.
+    M::up("ALTER TABLE agents ADD COLUMN inventory TEXT NOT NULL DEFAULT '';"),
 ];
 
 /// What happened to an enrollment token presented by an agent.
@@ -272,10 +296,11 @@ impl Store {
 
     pub fn update_inventory(&self, id: &AgentId, inv: &Inventory) -> Result<(), ControllerError> {
         let packages = serde_json::to_string(&inv.packages).unwrap_or_else(|_| "[]".into());
+        let inventory = serde_json::to_string(inv).unwrap_or_default();
         self.conn().execute(
-            "UPDATE agents SET hostname = ?2, os = ?3, os_version = ?4, kernel = ?5, arch = ?6, packages = ?7
-             WHERE id = ?1",
-            params![id.0, inv.hostname, inv.os, inv.os_version, inv.kernel, inv.arch, packages],
+            "UPDATE agents SET hostname = ?2, os = ?3, os_version = ?4, kernel = ?5, arch = ?6, packages = ?7,
+             inventory = ?8 WHERE id = ?1",
+            params![id.0, inv.hostname, inv.os, inv.os_version, inv.kernel, inv.arch, packages, inventory],
         )?;
         Ok(())
     }
@@ -289,7 +314,8 @@ impl Store {
     pub fn list_agents(&self) -> Result<Vec<AgentView>, ControllerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, hostname, os, arch, agent_version, enrolled_at, last_seen, packages FROM agents ORDER BY hostname, id",
+            "SELECT id, hostname, os, arch, agent_version, enrolled_at, last_seen, packages, inventory
+             FROM agents ORDER BY hostname, id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -303,14 +329,20 @@ impl Store {
                     enrolled_at: from_ts(r.get(5)?),
                     last_seen: r.get::<_, Option<i64>>(6)?.map(from_ts),
                     packages: vec![],
+                    inventory: None,
                 },
                 r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
             ))
         })?;
         rows.map(|row| {
-            let (mut view, packages) = row?;
+            let (mut view, packages, inventory) = row?;
             view.packages = serde_json::from_str::<Vec<InstalledPackage>>(&packages)
                 .map_err(|e| corrupt("agent packages")(e.to_string()))?;
+            if !inventory.is_empty() {
+                view.inventory =
+                    Some(serde_json::from_str(&inventory).map_err(|e| corrupt("agent inventory")(e.to_string()))?);
+            }
             Ok(view)
         })
         .collect()

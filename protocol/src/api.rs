@@ -17,13 +17,15 @@
 //! - `GET /v1/assignments` — `[AssignmentView]`, the per-agent status.
 //! - `POST /v1/rollouts` — [`RolloutRequest`] → [`RolloutView`]; `GET /v1/rollouts`,
 //!   `GET /v1/rollouts/{id}`, `POST /v1/rollouts/{id}/{pause,resume,approve,abort}`.
+//! - `POST /v1/rollouts/{id}/rollback` — [`RollbackRequest`] → [`RollbackView`].
+//! - `POST /v1/agents/{id}/tags` — [`TagRequest`] → [`TagsView`].
 //!
 //! Admin requests carry `Authorization: Bearer <admin token>`. Errors are
 //! [`ApiError`] bodies with a 4xx/5xx status.
 
 use crate::digest::Sha256Digest;
 use crate::ids::{AgentId, AssignmentId, Timestamp};
-use crate::messages::{InstallState, InstalledPackage};
+use crate::messages::{InstallState, InstalledPackage, Inventory};
 use crate::release::InstallerKind;
 use crate::signing::{KeyId, PublicKey, SignedRelease};
 use serde::{Deserialize, Serialize};
@@ -76,6 +78,9 @@ pub struct AgentView {
     pub enrolled_at: Timestamp,
     pub last_seen: Option<Timestamp>,
     pub packages: Vec<InstalledPackage>,
+    /// The agent's last reported inventory; `None` until it first connects.
+    #[serde(default)]
+    pub inventory: Option<Inventory>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +120,20 @@ pub enum Target {
     All,
     /// These agents (by id or hostname).
     Agents(Vec<String>),
+    /// Agents carrying any of these tags (`flottectl agents tag`). Dynamic:
+    /// agents tagged later join.
+    Tags(Vec<String>),
+    /// Agents whose inventory matches every condition. Dynamic: agents that
+    /// enroll (or whose inventory changes) later and match join.
+    Filter(Vec<Condition>),
+}
+
+/// One condition of a [`Target::Filter`]: `field=pattern`, where `field` is
+/// `os`, `arch`, `hostname`, `id` or `tag`, and `pattern` may use `*` and `?`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    pub field: String,
+    pub pattern: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +225,10 @@ pub struct RolloutRequest {
     pub manual: bool,
     /// When to start; `None` means now. A time in the past is refused.
     pub start_at: Option<Timestamp>,
+    /// Maintenance window in which waves may start, e.g.
+    /// `sat,sun 00:00-06:00 +01:00` (fixed UTC offset); `None`: any time.
+    #[serde(default)]
+    pub window: Option<String>,
 }
 
 /// Progress of one wave.
@@ -230,7 +253,7 @@ pub struct RolloutView {
     pub phase: String,
     /// The current wave (0-based), while there is one.
     pub wave: Option<usize>,
-    /// `deploying`, `soaking`, `awaiting_approval` while running.
+    /// `deploying`, `soaking`, `awaiting_approval`, `outside_window` while running.
     pub stage: Option<String>,
     /// Why it halted.
     pub reason: Option<String>,
@@ -238,4 +261,63 @@ pub struct RolloutView {
     pub waves: Vec<WaveView>,
     pub created_at: Timestamp,
     pub start_at: Option<Timestamp>,
+    /// The rollout this one reverts, for a fleet rollback.
+    #[serde(default)]
+    pub rollback_of: Option<u64>,
+    /// The maintenance window waves start in, if any.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// While the stage is `outside_window`: when the window opens.
+    #[serde(default)]
+    pub window_opens: Option<Timestamp>,
+}
+
+/// `POST /v1/rollouts/{id}/rollback`: send every agent that committed the
+/// rollout's release back to the version it ran before, as a new rollout.
+/// Each field left out is taken from the original rollout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    #[serde(default)]
+    pub waves: Option<String>,
+    #[serde(default)]
+    pub success_threshold: Option<f64>,
+    #[serde(default)]
+    pub max_failures: Option<String>,
+    #[serde(default)]
+    pub soak_seconds: Option<u64>,
+    #[serde(default)]
+    pub manual: Option<bool>,
+}
+
+/// The rollback rollout, and the agents it leaves alone with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackView {
+    pub rollout: RolloutView,
+    pub skipped: Vec<SkippedAgent>,
+}
+
+/// An agent a rollback does not touch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedAgent {
+    pub agent: AgentId,
+    pub hostname: String,
+    pub reason: String,
+}
+
+/// `POST /v1/agents/{id}/tags`: add and remove tags; both may be empty to
+/// read the current ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRequest {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// An agent's tags after a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagsView {
+    pub agent: AgentId,
+    pub hostname: String,
+    pub tags: Vec<String>,
 }

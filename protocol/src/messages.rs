@@ -81,6 +81,35 @@ pub struct Inventory {
     pub arch: String,
     /// Flotte-managed packages and their active versions.
     pub packages: Vec<InstalledPackage>,
+    /// CPU, memory and root disk; zero where the OS does not say.
+    #[serde(default)]
+    pub hardware: Hardware,
+    /// When the host booted (its clock, seconds precision); the uptime is
+    /// `now - boot_time`, so the value does not change while the host runs.
+    #[serde(default)]
+    pub boot_time: Option<Timestamp>,
+    /// Users with a login session on the host, sorted, without duplicates.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Every installed dpkg package, if the agent is configured to report
+    /// them (`report_dpkg_packages`); `None` when it is not.
+    #[serde(default)]
+    pub dpkg_packages: Option<Vec<InstalledPackage>>,
+}
+
+/// The host's hardware, as far as an inventory cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    /// The CPU's brand string, e.g. "AMD EPYC 7B13".
+    pub cpu_model: String,
+    /// Logical CPUs.
+    pub cpu_cores: u32,
+    /// Physical memory in bytes.
+    pub memory_total: u64,
+    /// Size of the file system mounted at `/`, in bytes.
+    pub root_disk_total: u64,
+    /// Space available to unprivileged users on `/`, in bytes.
+    pub root_disk_free: u64,
 }
 
 /// One Flotte-managed package on a host.

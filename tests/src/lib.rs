@@ -18,6 +18,7 @@
 //! --workspace` unifies features), so `FLOTTE_FAILPOINT=after:<checkpoint>`
 //! in an agent's [`AgentProcess::env`] makes it abort at that point.
 
+pub mod footprint;
 pub mod packages;
 pub mod tmpfs;
 

@@ -65,6 +65,18 @@ pub(super) async fn upload_content(
     let digest: Sha256Digest = sha256.parse().map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("{e}")))?;
     let services = &state.services;
     if services.content.size(&digest).is_some() {
+        // Already stored. Read the body anyway: answering before the client
+        // has finished sending makes HTTP/1.1 close the connection under it,
+        // which the client sees as a failed upload.
+        let mut body = body;
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}")))?;
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > services.config.max_package_size {
+                break;
+            }
+        }
         return Ok(StatusCode::OK);
     }
     let mut upload = services.content.begin_upload(services.config.max_package_size).await?;

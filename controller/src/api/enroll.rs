@@ -47,24 +47,12 @@ pub(super) async fn enroll(
     Ok(Json(EnrollResponse { agent_id: agent.id, certificate_pem: cert.pem, trusted_keys, quic_port: state.quic_port }))
 }
 
-/// A new agent matches every unfinished rollout that targets all agents.
+/// A new agent joins every unfinished rollout whose dynamic target
+/// (all, tags, inventory filter) it matches.
 fn join_dynamic_rollouts(
     services: &crate::server::Services,
     agent: &AgentId,
     now: flotte_protocol::Timestamp,
 ) -> Result<(), Failure> {
-    for (id, _, target) in services.store.active_rollouts()? {
-        if target != flotte_protocol::api::Target::All {
-            continue;
-        }
-        let step = services.store.step_rollout(id, now, |r| {
-            r.add_agent(now, agent.clone());
-            Ok::<(), std::convert::Infallible>(())
-        })?;
-        match step {
-            Ok(step) => crate::rollout::driver::after_step(services, id, &step),
-            Err(never) => match never {},
-        }
-    }
-    Ok(())
+    Ok(crate::rollout::driver::join_matching(services, agent, now)?)
 }

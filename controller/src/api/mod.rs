@@ -10,8 +10,10 @@
 
 mod admin;
 mod enroll;
+mod rollback;
 mod rollouts;
 pub mod serve;
+mod tags;
 
 use crate::server::Services;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -44,7 +46,9 @@ pub fn router(services: Arc<Services>, quic_port: u16) -> Router {
         .route("/v1/deployments", get(admin::list_deployments).post(rollouts::deploy))
         .route("/v1/rollouts", get(rollouts::list).post(rollouts::create))
         .route("/v1/rollouts/{id}", get(rollouts::show))
+        .route("/v1/rollouts/{id}/rollback", post(rollback::rollback))
         .route("/v1/rollouts/{id}/{command}", post(rollouts::command))
+        .route("/v1/agents/{id}/tags", post(tags::change))
         .route("/v1/assignments", get(admin::list_assignments))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()

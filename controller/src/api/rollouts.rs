@@ -5,6 +5,8 @@
 use super::{Actor, ApiResult, ApiState, Failure};
 use crate::rollout::driver::after_step;
 use crate::rollout::spec::{Advance, RolloutPolicy, SilencePolicy, parse_failure_limit, parse_waves};
+use crate::rollout::targets::{self, Facts};
+use crate::rollout::window::WindowError;
 use crate::rollout::{CommandError, Rollout};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -38,7 +40,7 @@ pub(super) async fn deploy(
     view.map(Json).ok_or_else(|| Failure::internal("deployment vanished after insert"))
 }
 
-fn bad(message: impl Into<String>) -> Failure {
+pub(super) fn bad(message: impl Into<String>) -> Failure {
     Failure::new(StatusCode::BAD_REQUEST, message)
 }
 
@@ -51,6 +53,7 @@ fn policy_of(req: &RolloutRequest) -> Result<RolloutPolicy, Failure> {
         silence_deadline: Duration::from_secs(req.silence_seconds.max(1)),
         silence_policy: if req.silent_counts_as_failed { SilencePolicy::Failed } else { SilencePolicy::Skipped },
         advance: if req.manual { Advance::Manual } else { Advance::Automatic },
+        window: req.window.as_deref().map(str::parse).transpose().map_err(|e: WindowError| bad(e.to_string()))?,
     };
     policy.validate().map_err(|e| bad(e.to_string()))?;
     Ok(policy)
@@ -87,7 +90,7 @@ fn start(
         return Err(Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "no enrolled agents to deploy to")
             .hint("enroll agents first with `flottectl agents token` and `flotte-agent enroll`"));
     }
-    check_conflicts(state, name, version, target)?;
+    check_conflicts(state, name, version, target, &agents, None)?;
     let (id, step) = services.store.create_rollout(name, version, target, now, |id| {
         Rollout::new(id, policy.clone(), agents.iter().cloned(), start_at)
     })?;
@@ -95,8 +98,9 @@ fn start(
         &actor.0,
         "rollout.create",
         &format!(
-            "rollout {id}: {label} to {} agents, waves {}",
+            "rollout {id}: {label} to {} agents ({}), waves {}",
             agents.len(),
+            targets::describe(target),
             policy.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
         ),
         now,
@@ -105,38 +109,69 @@ fn start(
     Ok(id)
 }
 
+/// The agents `target` reaches now. Unknown names, tags and filter fields
+/// are refused.
 fn resolve_targets(state: &ApiState, target: &Target) -> Result<Vec<AgentId>, Failure> {
-    let agents = state.services.store.list_agents()?;
-    match target {
-        Target::All => Ok(agents.iter().map(|a| a.id.clone()).collect()),
-        Target::Agents(names) => {
-            let mut ids = Vec::new();
-            for name in names {
-                let agent = agents.iter().find(|a| a.id.0 == *name || a.hostname == *name).ok_or_else(|| {
-                    bad(format!("unknown agent {name:?}"))
-                        .hint("`flottectl agents list` shows enrolled agents by id and hostname")
-                })?;
-                if !ids.contains(&agent.id) {
-                    ids.push(agent.id.clone());
-                }
-            }
-            Ok(ids)
-        }
+    let store = &state.services.store;
+    let agents = store.list_agents()?;
+    let tags = store.all_tags()?;
+    let known: Vec<String> = {
+        let mut all: Vec<String> = tags.values().flatten().cloned().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
+    targets::check(target, &known).map_err(|e| {
+        bad(e.to_string()).hint("`flottectl agents list` shows agents; `flottectl agents tag AGENT TAG` tags them")
+    })?;
+    if let Target::Agents(names) = target
+        && let Some(name) = names.iter().find(|n| !agents.iter().any(|a| a.id.0 == **n || a.hostname == **n))
+    {
+        return Err(bad(format!("unknown agent {name:?}"))
+            .hint("`flottectl agents list` shows enrolled agents by id and hostname"));
     }
+    let none = Vec::new();
+    Ok(agents
+        .iter()
+        .filter(|a| {
+            let tags = tags.get(&a.id).unwrap_or(&none);
+            targets::matches(target, &Facts { id: &a.id, hostname: &a.hostname, os: &a.os, arch: &a.arch, tags })
+        })
+        .map(|a| a.id.clone())
+        .collect())
 }
 
 /// Two unfinished rollouts of different versions of one package must not
-/// reach the same agent: which one wins would depend on timing.
-fn check_conflicts(state: &ApiState, name: &str, version: &str, target: &Target) -> Result<(), Failure> {
+/// reach the same agent: which one wins would depend on timing. An agent
+/// is reached by a rollout if it is a member, or if the rollout's dynamic
+/// target would take it in.
+pub(super) fn check_conflicts(
+    state: &ApiState,
+    name: &str,
+    version: &str,
+    target: &Target,
+    agents: &[AgentId],
+    except: Option<u64>,
+) -> Result<(), Failure> {
     let store = &state.services.store;
     for (id, _, other_target) in store.active_rollouts()? {
+        if Some(id) == except {
+            continue;
+        }
         let Some(other) = store.rollout_views(Some(id))?.pop() else { continue };
         if other.name != name || other.version == version {
             continue;
         }
         let overlap = match (target, &other_target) {
             (Target::All, _) | (_, Target::All) => true,
-            (Target::Agents(a), Target::Agents(b)) => a.iter().any(|x| b.contains(x)),
+            _ => {
+                let mut reached: Vec<AgentId> =
+                    store.rollout_engine(id)?.map(|r| r.members().cloned().collect()).unwrap_or_default();
+                if targets::is_dynamic(&other_target) {
+                    reached.extend(resolve_targets(state, &other_target).unwrap_or_default());
+                }
+                agents.iter().any(|a| reached.contains(a))
+            }
         };
         if overlap {
             return Err(Failure::new(
@@ -152,7 +187,7 @@ fn check_conflicts(state: &ApiState, name: &str, version: &str, target: &Target)
     Ok(())
 }
 
-fn show_one(state: &ApiState, id: u64) -> ApiResult<RolloutView> {
+pub(super) fn show_one(state: &ApiState, id: u64) -> ApiResult<RolloutView> {
     state.services.store.rollout_views(Some(id))?.pop().map(Json).ok_or_else(|| {
         Failure::new(StatusCode::NOT_FOUND, format!("no rollout {id}")).hint("`flottectl rollout list` shows them")
     })

@@ -25,12 +25,19 @@ struct Cli {
 enum Command {
     /// Create a data directory: CA, server certificate, database, admin token.
     Init {
-        /// Where the controller keeps its state.
-        #[arg(long, env = "FLOTTE_DATA_DIR", default_value = "/var/lib/flotte-controller")]
-        data_dir: PathBuf,
-        /// TCP address of the HTTPS API; QUIC uses the same UDP address.
-        #[arg(long, default_value = "0.0.0.0:7443")]
-        listen: SocketAddr,
+        /// Where the controller keeps its state [default: the config file's
+        /// data_dir, else /var/lib/flotte-controller].
+        #[arg(long, env = "FLOTTE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// A config file outside the data directory (e.g.
+        /// /etc/flotte/controller.toml). If it exists, its values are the
+        /// defaults and it is left as it is; if not, it is written.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// TCP address of the HTTPS API; QUIC uses the same UDP address
+        /// [default: the config file's, else 0.0.0.0:7443].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
         /// A name or IP address agents and admins use to reach the
         /// controller (repeatable). Default: localhost, 127.0.0.1 and this host's name.
         #[arg(long = "hostname")]
@@ -41,8 +48,13 @@ enum Command {
     },
     /// Run the controller.
     Run {
-        #[arg(long, env = "FLOTTE_DATA_DIR", default_value = "/var/lib/flotte-controller")]
-        data_dir: PathBuf,
+        /// Where the controller keeps its state [default: the config file's
+        /// data_dir, else /var/lib/flotte-controller].
+        #[arg(long, env = "FLOTTE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Read this config file instead of DATA/controller.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Override the API address from controller.toml.
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -68,17 +80,44 @@ fn main() -> std::process::ExitCode {
 
 fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { data_dir, listen, hostnames, admin_config } => init(data_dir, listen, hostnames, admin_config),
-        Command::Run { data_dir, listen, quic_listen } => run(data_dir, listen, quic_listen),
+        Command::Init { data_dir, config, listen, hostnames, admin_config } => {
+            init(data_dir, config, listen, hostnames, admin_config)
+        }
+        Command::Run { data_dir, config, listen, quic_listen } => run(data_dir, config, listen, quic_listen),
     }
 }
 
+/// Default data directory, as the Debian package lays it out.
+const DEFAULT_DATA_DIR: &str = "/var/lib/flotte-controller";
+/// Default API (and QUIC) address.
+const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+
+/// The data directory: the flag, else the config file's, else the default.
+fn data_dir_of(flag: Option<PathBuf>, file: Option<&ControllerConfig>) -> PathBuf {
+    flag.or_else(|| file.and_then(|c| c.data_dir.clone())).unwrap_or_else(|| DEFAULT_DATA_DIR.into())
+}
+
 fn init(
-    data_dir: PathBuf,
-    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    config_file: Option<PathBuf>,
+    listen: Option<SocketAddr>,
     mut hostnames: Vec<String>,
     admin_config: Option<PathBuf>,
 ) -> Result<()> {
+    // An existing --config file is the admin's (a dpkg conffile): read, never rewritten.
+    let existing = match &config_file {
+        Some(path) if path.exists() => Some(ControllerConfig::load(path)?),
+        _ => None,
+    };
+    let data_dir = data_dir_of(data_dir, existing.as_ref());
+    let listen = match (listen, &existing) {
+        (Some(l), _) => l,
+        (None, Some(c)) => c.listen,
+        (None, None) => DEFAULT_LISTEN.parse()?,
+    };
+    if hostnames.is_empty() {
+        hostnames = existing.as_ref().map(|c| c.hostnames.clone()).unwrap_or_default();
+    }
     if hostnames.is_empty() {
         hostnames = vec!["localhost".into(), "127.0.0.1".into()];
         if let Some(h) = sysinfo::System::host_name().filter(|h| !hostnames.contains(h)) {
@@ -86,6 +125,9 @@ fn init(
         }
     }
     let dir = DataDir::new(&data_dir);
+    if config_file.is_some() && dir.server_cert().exists() {
+        anyhow::bail!("{} is already initialized (it has a server certificate)", data_dir.display());
+    }
     dir.create()?;
     let ca = Ca::create(&dir)?;
     ca.issue_server_cert(&dir, &hostnames)?;
@@ -94,6 +136,7 @@ fn init(
     let token = secrets::new_token("fat_");
     store.add_admin_token(&secrets::token_hash(&token), now)?;
     let config = ControllerConfig {
+        data_dir: None,
         listen,
         quic_listen: None,
         hostnames: hostnames.clone(),
@@ -108,19 +151,54 @@ fn init(
         .context("cannot save the admin token; nothing is initialized, fix this and run init again")?;
     // The config file marks the directory as initialized, so it is written
     // last: if anything above failed, `init` can simply run again.
-    write_atomic(&dir.config(), config.to_toml().as_bytes(), 0o644)?;
+    let next = match (&config_file, &existing) {
+        (None, _) => {
+            write_atomic(&dir.config(), config.to_toml().as_bytes(), 0o644)?;
+            format!("flotte-controller run --data-dir {}", data_dir.display())
+        }
+        (Some(path), existing) => {
+            if existing.is_none() {
+                let data_dir = Some(std::path::absolute(&data_dir)?);
+                let file = ControllerConfig { data_dir, ..config };
+                write_atomic(path, file.to_toml().as_bytes(), 0o644)?;
+            }
+            format!("flotte-controller run --config {}", path.display())
+        }
+    };
     println!("initialized {}", data_dir.display());
     println!("  CA certificate (give to agents): {}", ca_path.display());
     println!("  server certificate names:        {}", hostnames.join(", "));
     println!("  flottectl config (admin token):  {}", profile_path.display());
-    println!("next: flotte-controller run --data-dir {}", data_dir.display());
+    println!("next: {next}");
     Ok(())
 }
 
-fn run(data_dir: PathBuf, listen: Option<SocketAddr>, quic_listen: Option<SocketAddr>) -> Result<()> {
-    let dir = DataDir::new(&data_dir);
-    dir.ensure_initialized()?;
-    let mut config = ControllerConfig::load(&dir.config())?;
+fn run(
+    data_dir: Option<PathBuf>,
+    config_file: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    quic_listen: Option<SocketAddr>,
+) -> Result<()> {
+    let (dir, mut config) = match config_file {
+        None => {
+            let dir = DataDir::new(data_dir_of(data_dir, None));
+            dir.ensure_initialized()?;
+            let config = ControllerConfig::load(&dir.config())?;
+            (dir, config)
+        }
+        Some(path) => {
+            let config = ControllerConfig::load(&path)?;
+            let dir = DataDir::new(data_dir_of(data_dir, Some(&config)));
+            if !dir.server_cert().is_file() {
+                anyhow::bail!(
+                    "data directory {} is not initialized; run `flotte-controller init --config {}` first",
+                    dir.root().display(),
+                    path.display()
+                );
+            }
+            (dir, config)
+        }
+    };
     if let Some(listen) = listen {
         config.listen = listen;
     }

@@ -5,9 +5,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotte_controller::client::AdminClient;
 use flotte_controller::ctl::rollout::RolloutCommand;
-use flotte_controller::ctl::{keys, output, package, profile, rollout};
+use flotte_controller::ctl::{agents, keys, output, package, profile, rollout};
 use flotte_controller::lab::{self, LabOptions};
-use flotte_protocol::api::{DeployRequest, Target};
+use flotte_protocol::api::DeployRequest;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,23 +64,34 @@ enum Command {
     },
     /// Per-agent state of every assignment.
     Status,
-    /// Phased rollouts: create, list, show, pause, resume, approve, abort, wait, watch.
+    /// Phased rollouts: create, list, show, pause, resume, approve, abort, rollback, wait, watch.
     #[command(subcommand)]
     Rollout(RolloutCommand),
     /// Run a local lab: a controller and N agents on loopback; deploy
-    /// hello@1.0.0 to all, then hello@2.0.0 whose health check fails on
-    /// some agents, which must roll back by themselves.
+    /// hello@1.0.0 to all, then roll hello@2.0.0 out in waves while its
+    /// health check fails on some agents (see --scenario).
     Lab {
         /// How many agents to start.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 20)]
         agents: usize,
-        /// How many of them (the last ones) fail the health check of 2.0.0.
+        /// How many agents fail the health check of 2.0.0 (phased scenario).
         #[arg(long, default_value_t = 1)]
         unhealthy: usize,
+        /// `phased`: waves, the unhealthy agents roll back, the rollout
+        /// completes; `halt`: failures cross the limit, the rollout halts and
+        /// is rolled back.
+        #[arg(long, value_enum, default_value = "phased")]
+        scenario: lab::Scenario,
+        /// Cumulative waves of the 2.0.0 rollout.
+        #[arg(long, default_value = "1,25%,100%")]
+        waves: String,
+        /// How long each passed wave soaks.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        soak: Duration,
         /// Keep the lab directory (data, logs) afterwards.
         #[arg(long)]
         keep: bool,
-        /// Give up if the deployment takes longer (e.g. 90s, 5m).
+        /// Give up if a deployment or rollout takes longer (e.g. 90s, 5m).
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
@@ -94,8 +105,23 @@ enum AgentsCommand {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
-    /// List enrolled agents.
+    /// List enrolled agents with a summary of their inventory.
     List,
+    /// Show one agent's whole inventory.
+    Show {
+        /// The agent's id or hostname.
+        agent: String,
+    },
+    /// Add tags to an agent (or remove them with --remove); without tags, show them.
+    Tag {
+        /// The agent's id or hostname.
+        agent: String,
+        /// Tags: 1-64 characters of a-z, 0-9, '.', '_', '-'.
+        tags: Vec<String>,
+        /// Remove the tags instead of adding them.
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +194,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Agents(AgentsCommand::List) => {
             let agents = client(&cli.connection)?.agents()?;
+            let now = agents::now();
             emit(json, &agents, |agents| {
                 let rows: Vec<Vec<String>> = agents
                     .iter()
@@ -178,6 +205,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                             if a.online { "online".into() } else { "offline".into() },
                             format!("{} {}", a.os, a.arch).trim().to_string(),
                             a.last_seen.map_or("never".into(), |t| t.to_string()),
+                            agents::summary(a, now),
                             a.packages
                                 .iter()
                                 .map(|p| format!("{}@{}", p.name, p.version))
@@ -186,8 +214,22 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                         ]
                     })
                     .collect();
-                output::table(&["ID", "HOSTNAME", "STATUS", "PLATFORM", "LAST SEEN", "PACKAGES"], &rows)
+                output::table(&["ID", "HOSTNAME", "STATUS", "PLATFORM", "LAST SEEN", "HOST", "PACKAGES"], &rows)
             })
+        }
+        Command::Agents(AgentsCommand::Show { agent }) => {
+            let all = client(&cli.connection)?.agents()?;
+            let found = agents::find(&all, &agent)?;
+            emit(json, found, |a| agents::details(a, agents::now()))
+        }
+        Command::Agents(AgentsCommand::Tag { agent, tags, remove }) => {
+            let request = if remove {
+                flotte_protocol::api::TagRequest { add: vec![], remove: tags }
+            } else {
+                flotte_protocol::api::TagRequest { add: tags, remove: vec![] }
+            };
+            let view = client(&cli.connection)?.change_tags(&agent, &request)?;
+            emit(json, &view, |v| format!("{} ({}): {}\n", v.hostname, v.agent, v.tags.join(" ")))
         }
         Command::Keys(KeysCommand::Generate { out }) => {
             let (key, public) = keys::generate(&out)?;
@@ -241,11 +283,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Deploy { release, to } => {
             let (name, version) =
                 release.split_once('@').context("release must be written NAME@VERSION, e.g. app@1.2.0")?;
-            let target = if to == "all" {
-                Target::All
-            } else {
-                Target::Agents(to.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-            };
+            let target = rollout::target(&to);
             let d = client(&cli.connection)?.deploy(&DeployRequest {
                 name: name.into(),
                 version: version.into(),
@@ -283,14 +321,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Rollout(command) => rollout_command(&cli.connection, json, command),
-        Command::Lab { agents, unhealthy, keep, timeout } => {
+        Command::Lab { agents, unhealthy, scenario, waves, soak, keep, timeout } => {
             if agents == 0 {
                 bail!("--agents must be at least 1");
             }
             if unhealthy > agents {
                 bail!("--unhealthy must be at most --agents ({agents})");
             }
-            let ok = lab::run(&LabOptions { agents, unhealthy, keep, timeout })?;
+            let ok = lab::run(&LabOptions { agents, unhealthy, scenario, waves, soak, keep, timeout })?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
@@ -317,6 +355,10 @@ fn rollout_command(connection: &Connection, json: bool, command: RolloutCommand)
             return Ok(ExitCode::from(code));
         }
         RolloutCommand::Watch { id } => return Ok(ExitCode::from(rollout::watch(&client, id)?)),
+        RolloutCommand::Rollback(args) => {
+            let view = client.rollback(args.id, &args.request())?;
+            return emit(json, &view, rollout::rollback_details);
+        }
     };
     emit(json, &view, rollout::details)
 }

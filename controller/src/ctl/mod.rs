@@ -7,7 +7,9 @@
 //! - [`sample`]: a small sample archive package for the lab and tests.
 //! - [`output`]: human-readable tables, sizes and times.
 //! - [`rollout`]: creating, following and steering rollouts.
+//! - [`agents`]: finding one agent and rendering inventories.
 
+pub mod agents;
 pub mod keys;
 pub mod output;
 pub mod package;

@@ -9,7 +9,7 @@ use crate::client::AdminClient;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use flotte_protocol::Timestamp;
-use flotte_protocol::api::{RolloutRequest, RolloutView, Target};
+use flotte_protocol::api::{RollbackRequest, RollbackView, RolloutRequest, RolloutView, Target};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -43,13 +43,63 @@ pub enum RolloutCommand {
     },
     /// Live per-wave progress until the rollout finishes or halts.
     Watch { id: u64 },
+    /// Send every agent that committed the release back to its previous
+    /// version, as a new rollout (aborts the original if unfinished).
+    Rollback(RollbackArgs),
+}
+
+/// `rollout rollback`: each option left out is taken from the original rollout.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The rollout whose release to roll back.
+    pub id: u64,
+    /// Cumulative wave sizes, e.g. 1,25%,100%.
+    #[arg(long)]
+    pub waves: Option<String>,
+    /// Percent of a wave that must succeed before the next starts.
+    #[arg(long)]
+    pub success: Option<f64>,
+    /// Halt when more agents fail than this: a count (3) or a percentage (2%).
+    #[arg(long)]
+    pub max_failures: Option<String>,
+    /// How long a passed wave must stay green (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub soak: Option<Duration>,
+    /// Each next wave waits for `flottectl rollout approve`.
+    #[arg(long)]
+    pub manual: bool,
+}
+
+impl RollbackArgs {
+    pub fn request(&self) -> RollbackRequest {
+        RollbackRequest {
+            waves: self.waves.clone(),
+            success_threshold: self.success,
+            max_failures: self.max_failures.clone(),
+            soak_seconds: self.soak.map(|d| d.as_secs()),
+            manual: self.manual.then_some(true),
+        }
+    }
+}
+
+/// What `rollout rollback` prints: the new rollout and who it leaves alone.
+pub fn rollback_details(v: &RollbackView) -> String {
+    let mut out = details(&v.rollout);
+    for s in &v.skipped {
+        out.push_str(&format!("  skipped {} ({}): {}\n", s.hostname, s.agent, s.reason));
+    }
+    out.push_str(&format!("follow it with: flottectl rollout watch {}\n", v.rollout.id));
+    out
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// NAME@VERSION of a published release.
     pub release: String,
-    /// `all` (agents enrolling later join), or a comma-separated list of agent ids or hostnames.
+    /// `all`; `tag:pilot,tag:lab` (agents with any of the tags); a filter
+    /// `os=linux,arch=x86_64,hostname=ws-*` (every condition; `*` and `?`
+    /// match); or a comma-separated list of agent ids or hostnames. All but
+    /// host lists are dynamic: agents that match later join.
     #[arg(long)]
     pub to: String,
     /// Cumulative wave sizes: counts or percentages; the last must be 100%.
@@ -76,6 +126,10 @@ pub struct CreateArgs {
     /// Start time, RFC 3339 with an offset, e.g. 2026-12-05T22:00:00+01:00.
     #[arg(long, value_parser = parse_start)]
     pub start: Option<Timestamp>,
+    /// Waves start only inside this window: DAYS HH:MM-HH:MM [OFFSET], e.g.
+    /// "sat,sun 00:00-06:00 +01:00" (fixed UTC offset, no IANA zones yet).
+    #[arg(long)]
+    pub window: Option<String>,
 }
 
 /// Parses RFC 3339 with `Z` or a `±HH:MM` offset.
@@ -100,13 +154,9 @@ fn release(spec: &str) -> Result<(String, String)> {
     Ok((name.to_string(), version.to_string()))
 }
 
-/// Parses `--to`.
+/// Parses `--to`: `all`, `tag:NAME,…`, `field=pattern,…` or a host list.
 pub fn target(to: &str) -> Target {
-    if to == "all" {
-        Target::All
-    } else {
-        Target::Agents(to.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-    }
+    crate::rollout::targets::parse(to)
 }
 
 impl CreateArgs {
@@ -124,6 +174,7 @@ impl CreateArgs {
             silent_counts_as_failed: !self.skip_silent,
             manual: self.manual,
             start_at: self.start,
+            window: self.window.clone(),
         })
     }
 }
@@ -165,8 +216,18 @@ fn phase_label(r: &RolloutView) -> String {
 /// The multi-line view for `show` and `watch`.
 pub fn details(r: &RolloutView) -> String {
     let mut out = format!("rollout {} of {}@{}: {}\n", r.id, r.name, r.version, phase_label(r));
+    if let Some(of) = r.rollback_of {
+        out.push_str(&format!("rolls back rollout {of}: each agent returns to the version it ran before\n"));
+    }
     if let Some(start) = r.start_at {
         out.push_str(&format!("starts at {start}\n"));
+    }
+    if let Some(window) = &r.window {
+        out.push_str(&format!("maintenance window {window}"));
+        match r.window_opens {
+            Some(opens) => out.push_str(&format!(": closed, the next wave starts at {opens}\n")),
+            None => out.push('\n'),
+        }
     }
     for (i, w) in r.waves.iter().enumerate() {
         let width = 30usize;
@@ -227,16 +288,21 @@ pub fn wait(
 
 /// `watch`: redraws in place on a terminal.
 pub fn watch(client: &AdminClient, id: u64) -> Result<u8> {
+    watch_until(client, id, None)
+}
+
+/// `watch` that gives up after `timeout`.
+pub fn watch_until(client: &AdminClient, id: u64, timeout: Option<Duration>) -> Result<u8> {
     let tty = std::io::stdout().is_terminal();
     let mut drawn_lines = 0;
-    wait(client, id, None, |r| {
+    wait(client, id, timeout, |r| {
         let text = details(r);
-        let mut out = std::io::stdout();
+        // print! (not a raw stdout handle) so that test harnesses capture it.
         if tty && drawn_lines > 0 {
-            let _ = write!(out, "\x1b[{drawn_lines}A\x1b[J");
+            print!("\x1b[{drawn_lines}A\x1b[J");
         }
-        let _ = write!(out, "{text}");
-        let _ = out.flush();
+        print!("{text}");
+        let _ = std::io::stdout().flush();
         drawn_lines = text.lines().count();
     })
 }

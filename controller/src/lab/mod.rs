@@ -1,20 +1,23 @@
 //! The lab: Flotte's main job on one machine. It starts a real controller
 //! and N real agents as separate processes on loopback, each agent with its
-//! own install root in a temporary directory (no root needed), and runs two
-//! deployments of a signed sample package:
+//! own install root in a temporary directory (no root needed), and:
 //!
-//! 1. `hello@1.0.0` to every agent: every agent must install it.
-//! 2. `hello@2.0.0`, whose signed health check (`bin/hello --check`, on a
-//!    short probation) fails on the agents the lab marks unhealthy (a
-//!    marker file in their install root, see `ctl::sample`). Those agents
-//!    must roll back to 1.0.0 by themselves and report `rolled_back`; the
-//!    others must run 2.0.0.
+//! 1. deploys `hello@1.0.0` to every agent (big-bang): every agent must
+//!    install it;
+//! 2. publishes `hello@2.0.0`, whose signed health check (`bin/hello
+//!    --check`, on a short probation) fails on the agents the lab marks
+//!    unhealthy (a marker file in their install root, see `ctl::sample`),
+//!    and rolls it out in waves as the chosen [`Scenario`] says: `phased`
+//!    (the unhealthy agents roll back by themselves, the rollout completes)
+//!    or `halt` (failures cross the limit, the rollout halts and is rolled
+//!    back with `rollout rollback`).
 //!
-//! It prints progress and each agent's final state (as reported and as
-//! found on disk), and succeeds only if every agent ends exactly as
-//! expected.
+//! It shows the `rollout watch` display while the rollout runs, then each
+//! agent's final state (as reported and as found on disk), and succeeds
+//! only if every agent ends exactly as expected.
 
 pub mod harness;
+pub mod scenario;
 
 use crate::client::AdminClient;
 use crate::ctl::package::ReleaseSpec;
@@ -26,12 +29,19 @@ use harness::{AgentProcess, Binaries, ControllerProcess};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+pub use scenario::Scenario;
+
 /// What the lab should do.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
     pub agents: usize,
-    /// How many agents (the last ones) fail the health check of 2.0.0.
+    /// How many agents fail the health check of 2.0.0 (phased scenario).
     pub unhealthy: usize,
+    pub scenario: Scenario,
+    /// Cumulative waves of the 2.0.0 rollout.
+    pub waves: String,
+    /// How long each passed wave soaks.
+    pub soak: Duration,
     /// Keep the temporary directory (logs, data) after the run.
     pub keep: bool,
     /// How long each deployment may take before the lab gives up.
@@ -73,12 +83,7 @@ pub fn run(options: &LabOptions) -> Result<bool> {
     let expect_v1 = |_: &AgentProcess| Expected { state: "succeeded", version: "1.0.0" };
     let first = deploy(&client, &agents, "1.0.0", options.timeout, &expect_v1)?;
 
-    // 2. 2.0.0 with a health check that fails where the marker exists.
-    let unhealthy: Vec<String> =
-        agents.iter().rev().take(options.unhealthy.min(agents.len())).map(|a| a.name.clone()).collect();
-    for agent in agents.iter().filter(|a| unhealthy.contains(&a.name)) {
-        std::fs::write(agent.root.join(sample::UNHEALTHY_MARKER), "the lab broke this host on purpose\n")?;
-    }
+    // 2. 2.0.0 with a health check that fails where the lab breaks it.
     let spec = ReleaseSpec {
         health: Some(HealthSpec {
             check: HealthCheck::Command {
@@ -94,20 +99,19 @@ pub fn run(options: &LabOptions) -> Result<bool> {
     let v2 = sample::build(&dir, "hello", "2.0.0", 2 << 20)?;
     let release = package::publish_with(&client, &key, &v2, "hello", "2.0.0", &spec)?;
     println!(
-        "\npublished hello@2.0.0 ({}) with health check `{}` on {PROBATION_SECS}s probation; \
-         it fails on: {}",
+        "\npublished hello@2.0.0 ({}) with health check `{}` on {PROBATION_SECS}s probation",
         output::size(release.size),
         sample::HEALTH_COMMAND,
-        if unhealthy.is_empty() { "none".to_string() } else { unhealthy.join(", ") }
     );
-    let expect_v2 = |a: &AgentProcess| {
-        if unhealthy.contains(&a.name) {
-            Expected { state: "rolled_back", version: "1.0.0" }
-        } else {
-            Expected { state: "succeeded", version: "2.0.0" }
-        }
+    let stage = scenario::Stage {
+        client: &client,
+        agents: &agents,
+        waves: &options.waves,
+        soak: options.soak,
+        unhealthy: options.unhealthy,
+        timeout: options.timeout,
     };
-    let second = deploy(&client, &agents, "2.0.0", options.timeout, &expect_v2)?;
+    let second = scenario::run(options.scenario, &stage)?;
 
     let ok = first && second;
     println!(

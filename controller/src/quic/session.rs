@@ -47,7 +47,16 @@ pub async fn run(connection: quinn::Connection, services: Arc<Services>) {
     info!(agent = %agent.id, %remote, "agent connected");
     let registration = services.hub.register(&agent.id, connection.clone());
     if let Err(e) = converse(&connection, &agent, &services, registration.wake.clone()).await {
-        warn!(agent = %agent.id, error = %e, "session ended with an error");
+        // An agent that stops or restarts closes with code 0: not an error.
+        let clean_close = matches!(
+            connection.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(0)
+        );
+        if clean_close {
+            info!(agent = %agent.id, "agent closed the connection");
+        } else {
+            warn!(agent = %agent.id, error = %e, "session ended with an error");
+        }
     }
     services.hub.unregister(&agent.id, registration.token);
     let _ = services.store.touch_agent(&agent.id, now());
@@ -86,6 +95,10 @@ async fn converse(
         anyhow::bail!(reason);
     }
     services.store.agent_connected(&agent.id, &hello, now())?;
+    // Its inventory may now match a dynamic rollout target (os, arch…).
+    if let Err(e) = crate::rollout::driver::join_matching(services, &agent.id, now()) {
+        tracing::warn!(agent = %agent.id, error = %e, "cannot join matching rollouts");
+    }
     let welcome = Welcome { protocol_version: PROTOCOL_VERSION, agent_id: agent.id.clone(), server_time: now() };
     frames::write(&mut send, &ControllerMessage::Welcome(welcome)).await?;
 
@@ -143,7 +156,10 @@ async fn handle_message(
 ) -> anyhow::Result<()> {
     match message {
         AgentMessage::Hello(_) => anyhow::bail!("second Hello on one connection"),
-        AgentMessage::Inventory(inventory) => services.store.update_inventory(&agent.id, &inventory)?,
+        AgentMessage::Inventory(inventory) => {
+            services.store.update_inventory(&agent.id, &inventory)?;
+            crate::rollout::driver::join_matching(services, &agent.id, now())?;
+        }
         AgentMessage::Report(report) => {
             let outcome = services.store.record_report(&agent.id, &report, now())?;
             if outcome == crate::store::ReportOutcome::Stored

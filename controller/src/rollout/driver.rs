@@ -7,8 +7,10 @@
 //! resumes exactly where the last commit left off.
 
 use super::persist::Step;
+use super::targets;
+use crate::error::ControllerError;
 use crate::server::Services;
-use flotte_protocol::Timestamp;
+use flotte_protocol::{AgentId, Timestamp};
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -48,6 +50,9 @@ pub fn after_step(services: &Services, id: u64, step: &Step) {
             WaveStarted { wave, agents } => info!(rollout = id, wave, agents, "wave started"),
             WavePassed { wave } => info!(rollout = id, wave, "wave passed"),
             AwaitingApproval { wave, reason } => info!(rollout = id, wave, reason, "awaiting approval"),
+            OutsideWindow { wave, opens } => {
+                info!(rollout = id, wave, opens = %opens, "wave waits for the maintenance window")
+            }
             Halted { reason } => {
                 info!(rollout = id, reason, "rollout halted");
                 let _ = services.store.audit("system", "rollout.halt", &format!("rollout {id}: {reason}"), now());
@@ -55,6 +60,37 @@ pub fn after_step(services: &Services, id: u64, step: &Step) {
             Completed => info!(rollout = id, "rollout completed"),
         }
     }
+}
+
+/// An agent appeared or changed (enrolled, tagged, reported inventory): it
+/// joins every unfinished rollout whose dynamic target it now matches and
+/// that does not have it yet.
+pub fn join_matching(services: &Services, agent: &AgentId, at: Timestamp) -> Result<(), ControllerError> {
+    let active = services.store.active_rollouts()?;
+    if !active.iter().any(|(_, _, t)| targets::is_dynamic(t)) {
+        return Ok(());
+    }
+    let agents = services.store.list_agents()?;
+    let Some(view) = agents.iter().find(|a| a.id == *agent) else { return Ok(()) };
+    let tags = services.store.all_tags()?.remove(agent).unwrap_or_default();
+    let facts = targets::Facts { id: &view.id, hostname: &view.hostname, os: &view.os, arch: &view.arch, tags: &tags };
+    for (id, _, target) in active {
+        if !targets::is_dynamic(&target) || !targets::matches(&target, &facts) {
+            continue;
+        }
+        if services.store.rollout_engine(id)?.is_none_or(|r| r.is_member(agent)) {
+            continue;
+        }
+        let step = services.store.step_rollout(id, at, |r| {
+            r.add_agent(at, agent.clone());
+            Ok::<(), Infallible>(())
+        })?;
+        match step {
+            Ok(step) => after_step(services, id, &step),
+            Err(never) => match never {},
+        }
+    }
+    Ok(())
 }
 
 /// Runs one step with no command; logs instead of failing.

@@ -24,6 +24,11 @@
 //!   no evidence and waits for an admin's approval instead of passing.
 //! - After passing, the wave **soaks**; failures during the soak still
 //!   count, and the wave must still pass when the soak ends.
+//! - With a maintenance window, a wave starts only while the window is
+//!   open; a wave that falls due outside it waits (stage *outside window*)
+//!   until the next opening. A wave already out keeps going (its agents
+//!   hold their assignments); agents joining the last wave are assigned
+//!   at once.
 //! - Waves are cumulative shares of the targeted fleet *as it is when the
 //!   wave starts*, so agents that enroll mid-rollout are picked up by the
 //!   next wave (or at once, once the last wave has started). Offline agents
@@ -91,6 +96,9 @@ pub enum Stage {
     Soaking { until: Timestamp },
     /// Passed and soaked; waiting for `flottectl rollout approve`.
     AwaitingApproval,
+    /// Wave `wave` is due but the maintenance window is closed; it starts
+    /// when the window opens at `opens`.
+    OutsideWindow { opens: Timestamp },
 }
 
 /// What an agent said about its assignment, as far as the policy cares.
@@ -123,6 +131,11 @@ pub enum Dispatch {
     AwaitingApproval {
         wave: usize,
         reason: String,
+    },
+    /// A wave is due outside the maintenance window; it waits for `opens`.
+    OutsideWindow {
+        wave: usize,
+        opens: Timestamp,
     },
     Halted {
         reason: String,
@@ -264,6 +277,16 @@ impl Rollout {
         self.members.len() as u64
     }
 
+    /// Every targeted agent, assigned or not.
+    pub fn members(&self) -> impl Iterator<Item = &AgentId> {
+        self.members.keys()
+    }
+
+    /// Whether `agent` is targeted by this rollout.
+    pub fn is_member(&self, agent: &AgentId) -> bool {
+        self.members.contains_key(agent)
+    }
+
     /// The next thing to carry out.
     pub fn poll_dispatch(&mut self) -> Option<Dispatch> {
         self.out.pop_front()
@@ -274,6 +297,7 @@ impl Rollout {
         let phase_timer = match &self.phase {
             Phase::Scheduled { start_at } => Some(*start_at),
             Phase::Running { stage: Stage::Soaking { until }, .. } => Some(*until),
+            Phase::Running { stage: Stage::OutsideWindow { opens }, .. } => Some(*opens),
             _ => None,
         };
         let silence = if self.phase.is_final() { None } else { self.silence.first().map(|(t, _)| *t) };
@@ -296,6 +320,9 @@ impl Rollout {
         match self.phase.clone() {
             Phase::Scheduled { start_at } if start_at <= now => self.start_wave(now, 0),
             Phase::Running { wave, stage: Stage::Soaking { until } } if until <= now => self.soaked(now, wave),
+            Phase::Running { wave, stage: Stage::OutsideWindow { opens } } if opens <= now => {
+                self.start_wave(now, wave)
+            }
             _ => {}
         }
         self.evaluate(now);
@@ -339,7 +366,12 @@ impl Rollout {
             Phase::Completed => Some(last),
             _ => None,
         };
-        if wave_started == Some(last) && matches!(self.phase, Phase::Running { .. } | Phase::Completed) {
+        let last_wave_out = match &self.phase {
+            Phase::Running { stage, .. } => !matches!(stage, Stage::OutsideWindow { .. }),
+            Phase::Completed => true,
+            _ => false,
+        };
+        if wave_started == Some(last) && last_wave_out {
             self.assign(now, &agent, last);
         }
     }
@@ -360,6 +392,11 @@ impl Rollout {
     pub fn resume(&mut self, now: Timestamp) -> Result<(), CommandError> {
         match self.phase.clone() {
             Phase::Paused { wave, stage } => self.phase = Phase::Running { wave, stage },
+            // A wave that never went out (it waited for the window) starts
+            // now rather than passing empty.
+            Phase::Halted { wave, .. } if self.waves.get(wave).is_some_and(|t| t.assigned == 0) => {
+                self.start_wave(now, wave)
+            }
             Phase::Halted { wave, .. } => self.phase = Phase::Running { wave, stage: Stage::Deploying },
             other => return Err(self.refuse("resume", &other, "")),
         }
@@ -429,6 +466,14 @@ impl Rollout {
     }
 
     fn start_wave(&mut self, now: Timestamp, wave: usize) {
+        if let Some(window) = self.policy.window
+            && !window.is_open(now)
+        {
+            let opens = window.next_open(now);
+            self.phase = Phase::Running { wave, stage: Stage::OutsideWindow { opens } };
+            self.out.push_back(Dispatch::OutsideWindow { wave, opens });
+            return;
+        }
         let target = self.policy.cumulative_reach(self.fleet()).get(wave).copied().unwrap_or(0);
         let assigned = self.total().assigned;
         let need = usize::try_from(target.saturating_sub(assigned)).unwrap_or(usize::MAX);

@@ -4,12 +4,19 @@
 //! controller's shell feeds it reports and time and carries out its
 //! dispatches. [`spec`] parses and validates what an admin asks for;
 //! [`cohort`] makes wave membership a stable, unbiased function of ids.
+//! [`targets`] says which agents a rollout reaches (all, hosts, [`tags`],
+//! inventory filters); [`rollback`] plans a fleet rollback; [`window`]
+//! says when maintenance windows are open.
 
 pub mod cohort;
 pub mod driver;
 pub mod engine;
 pub mod persist;
+pub mod rollback;
 pub mod spec;
+pub mod tags;
+pub mod targets;
+pub mod window;
 
 #[cfg(test)]
 mod tests;

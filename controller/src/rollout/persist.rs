@@ -26,6 +26,27 @@ pub struct Step {
     pub dispatches: Vec<Dispatch>,
 }
 
+/// What a rollout creates besides the engine and its deployment row.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// Agents that get another version than the deployment's.
+    pub versions: Vec<(AgentId, String)>,
+    /// The rollout a rollback reverts.
+    pub rollback_of: Option<u64>,
+}
+
+/// One agent's assignment of a rollout, as a rollback sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentResult {
+    pub agent: AgentId,
+    pub hostname: String,
+    /// The latest reported state; `None` before the first report.
+    pub state: Option<InstallState>,
+    /// The version that was active before this assignment, per the agent's
+    /// latest report.
+    pub active_before: Option<String>,
+}
+
 /// How a report's state counts for a rollout.
 pub fn outcome(state: &InstallState) -> Outcome {
     match state {
@@ -54,6 +75,20 @@ impl Store {
         now: Timestamp,
         build: impl FnOnce(u64) -> Rollout,
     ) -> Result<(u64, Step), ControllerError> {
+        self.create_rollout_with(name, version, target, &Extras::default(), now, build)
+    }
+
+    /// [`Store::create_rollout`] with per-agent versions and the rollout a
+    /// rollback reverts, committed in the same transaction.
+    pub fn create_rollout_with(
+        &self,
+        name: &str,
+        version: &str,
+        target: &Target,
+        extras: &Extras,
+        now: Timestamp,
+        build: impl FnOnce(u64) -> Rollout,
+    ) -> Result<(u64, Step), ControllerError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -63,6 +98,18 @@ impl Store {
         let id = tx.last_insert_rowid();
         let mut rollout = build(u64::try_from(id).unwrap_or(0));
         rollout.handle_timeout(now);
+        for (agent, v) in &extras.versions {
+            tx.execute(
+                "INSERT INTO rollout_versions (rollout_id, agent_id, version) VALUES (?1, ?2, ?3)",
+                params![id, agent.0, v],
+            )?;
+        }
+        if let Some(of) = extras.rollback_of {
+            tx.execute(
+                "INSERT INTO rollbacks (id, rollback_of) VALUES (?1, ?2)",
+                params![id, i64::try_from(of).unwrap_or(-1)],
+            )?;
+        }
         let target = serde_json::to_string(target).map_err(|e| ControllerError::Other(e.to_string()))?;
         tx.execute(
             "INSERT INTO rollouts (id, target, engine, phase, updated_at) VALUES (?1, ?2, '', '', ?3)",
@@ -161,7 +208,8 @@ impl Store {
     pub fn rollout_views(&self, only: Option<u64>) -> Result<Vec<RolloutView>, ControllerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT r.id, d.name, d.version, d.created_at, r.engine FROM rollouts r JOIN deployments d ON d.id = r.id
+            "SELECT r.id, d.name, d.version, d.created_at, r.engine, b.rollback_of FROM rollouts r
+             JOIN deployments d ON d.id = r.id LEFT JOIN rollbacks b ON b.id = r.id
              WHERE ?1 IS NULL OR r.id = ?1 ORDER BY r.id",
         )?;
         let only = only.map(|v| i64::try_from(v).unwrap_or(-1));
@@ -172,11 +220,54 @@ impl Store {
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, String>(4)?,
+                r.get::<_, Option<i64>>(5)?,
             ))
         })?;
         rows.map(|row| {
-            let (id, name, version, created, engine) = row?;
-            Ok(view(u64::try_from(id).unwrap_or(0), name, version, from_ts(created), &decode(&engine)?))
+            let (id, name, version, created, engine, rollback_of) = row?;
+            let mut view = view(u64::try_from(id).unwrap_or(0), name, version, from_ts(created), &decode(&engine)?);
+            view.rollback_of = rollback_of.and_then(|v| u64::try_from(v).ok());
+            Ok(view)
+        })
+        .collect()
+    }
+
+    /// The engine of rollout `id` as last committed, without stepping it.
+    pub fn rollout_engine(&self, id: u64) -> Result<Option<Rollout>, ControllerError> {
+        let engine: Option<String> = self
+            .conn()
+            .query_row("SELECT engine FROM rollouts WHERE id = ?1", params![i64::try_from(id).unwrap_or(-1)], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        engine.map(|e| decode(&e)).transpose()
+    }
+
+    /// Every assignment of rollout `id`, with its state and the version the
+    /// agent last said was active before it: what a rollback works from.
+    pub fn rollout_results(&self, id: u64) -> Result<Vec<AgentResult>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.agent_id, g.hostname, a.state,
+               (SELECT p.active_before FROM reports p WHERE p.assignment_id = a.id ORDER BY p.rowid DESC LIMIT 1)
+             FROM assignments a JOIN agents g ON g.id = a.agent_id
+             WHERE a.deployment_id = ?1 ORDER BY g.hostname, a.agent_id",
+        )?;
+        let rows = stmt.query_map(params![i64::try_from(id).unwrap_or(-1)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (agent, hostname, state, active_before) = row?;
+            let state = state
+                .map(|s| serde_json::from_str::<InstallState>(&s))
+                .transpose()
+                .map_err(|e| ControllerError::Corrupt(format!("assignment state: {e}")))?;
+            Ok(AgentResult { agent: AgentId(agent), hostname, state, active_before })
         })
         .collect()
     }
@@ -202,6 +293,14 @@ fn apply_dispatches(
     let mut step = Step::default();
     while let Some(dispatch) = rollout.poll_dispatch() {
         if let Dispatch::Assign { agent, .. } = &dispatch {
+            let own: Option<String> = tx
+                .query_row(
+                    "SELECT version FROM rollout_versions WHERE rollout_id = ?1 AND agent_id = ?2",
+                    params![id, agent.0],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let version = own.as_deref().unwrap_or(version);
             let inserted = tx.execute(
                 "INSERT INTO assignments (deployment_id, agent_id, name, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (deployment_id, agent_id) DO NOTHING",
@@ -233,6 +332,11 @@ fn save(
 
 fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: &Rollout) -> RolloutView {
     use super::engine::{Phase, Stage};
+    let window_opens = match rollout.phase() {
+        Phase::Running { stage: Stage::OutsideWindow { opens }, .. }
+        | Phase::Paused { stage: Stage::OutsideWindow { opens }, .. } => Some(*opens),
+        _ => None,
+    };
     let (wave, stage, reason, start_at) = match rollout.phase() {
         Phase::Scheduled { start_at } => (None, None, None, Some(*start_at)),
         Phase::Running { wave, stage } | Phase::Paused { wave, stage } => {
@@ -240,6 +344,7 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
                 Stage::Deploying => "deploying",
                 Stage::Soaking { .. } => "soaking",
                 Stage::AwaitingApproval => "awaiting_approval",
+                Stage::OutsideWindow { .. } => "outside_window",
             };
             (Some(*wave), Some(stage.to_string()), None, None)
         }
@@ -272,5 +377,8 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
         waves,
         created_at,
         start_at,
+        rollback_of: None,
+        window: rollout.policy().window.map(|w| w.to_string()),
+        window_opens,
     }
 }

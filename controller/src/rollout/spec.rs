@@ -2,6 +2,7 @@
 //! a request valid. Parsing and validation are pure: a bad spec is an error
 //! value naming the problem, never a half-created rollout.
 
+use super::window::{self, Window, WindowError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -89,6 +90,9 @@ pub struct RolloutPolicy {
     pub silence_deadline: Duration,
     pub silence_policy: SilencePolicy,
     pub advance: Advance,
+    /// Waves start only while this window is open (`None`: any time).
+    #[serde(default)]
+    pub window: Option<Window>,
 }
 
 /// Why a policy was refused.
@@ -108,6 +112,8 @@ pub enum PolicyError {
     FailurePercent(f64),
     #[error("cannot parse wave {0:?}; write a count like 1 or a percentage like 25%")]
     Unparsable(String),
+    #[error(transparent)]
+    Window(#[from] WindowError),
 }
 
 /// Parses `1,5%,25%,100%`.
@@ -144,6 +150,7 @@ impl RolloutPolicy {
             silence_deadline: Duration::from_secs(24 * 3600),
             silence_policy: SilencePolicy::Failed,
             advance: Advance::Automatic,
+            window: None,
         }
     }
 
@@ -194,6 +201,9 @@ impl RolloutPolicy {
             && !(0.0..=100.0).contains(&p)
         {
             return Err(PolicyError::FailurePercent(p));
+        }
+        if let Some(w) = &self.window {
+            window::check(w)?;
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ fn policy(waves: &str) -> RolloutPolicy {
         silence_deadline: HOUR,
         silence_policy: SilencePolicy::Failed,
         advance: Advance::Automatic,
+        window: None,
     }
 }
 
@@ -42,8 +43,13 @@ struct Sim {
 
 impl Sim {
     fn new(policy: RolloutPolicy, fleet: usize) -> Self {
-        let rollout = Rollout::new(42, policy, (0..fleet).map(agent), at(0));
-        let mut sim = Sim { rollout, now: at(0), assigned: BTreeMap::new(), log: vec![] };
+        Sim::starting(policy, fleet, at(0))
+    }
+
+    /// A rollout created and due at `start`.
+    fn starting(policy: RolloutPolicy, fleet: usize, start: Timestamp) -> Self {
+        let rollout = Rollout::new(42, policy, (0..fleet).map(agent), start);
+        let mut sim = Sim { rollout, now: start, assigned: BTreeMap::new(), log: vec![] };
         sim.tick(0);
         sim
     }
@@ -325,4 +331,71 @@ fn a_rollout_restored_from_its_serialized_form_continues_exactly() {
     }
     assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 2, .. }));
     assert_eq!(sim.log.iter().filter(|d| matches!(d, Dispatch::WaveStarted { wave: 2, .. })).count(), 1);
+}
+
+fn utc(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).unwrap()
+}
+
+#[test]
+fn a_weekend_rollout_starts_waves_only_inside_its_maintenance_window() {
+    // Created on Friday 16:00 local (UTC+1); the window is Saturday and
+    // Sunday 00:00-06:00 local, i.e. from Friday 23:00 UTC.
+    let window = "sat,sun 00:00-06:00 +01:00".parse().unwrap();
+    let p =
+        RolloutPolicy { soak: 30 * MINUTE, silence_deadline: 48 * HOUR, window: Some(window), ..policy("1,50%,100%") };
+    let mut sim = Sim::starting(p, 10, utc("2026-12-04T15:00:00Z"));
+    let outside = |opens: &str| Phase::Running { wave: 0, stage: Stage::OutsideWindow { opens: utc(opens) } };
+
+    // (minutes to advance, waves to finish now, phase afterwards, cumulative wave sizes)
+    assert_eq!(sim.rollout.phase(), &outside("2026-12-04T23:00:00Z"), "nothing before the window");
+    sim.tick(8 * 60); // Saturday 00:00 local: the canary goes out.
+    assert_eq!(sim.wave_sizes(), [1, 0, 0]);
+    sim.finish_wave(0, 0);
+    sim.tick(30); // soaked at 00:30 local: the second wave goes out.
+    assert_eq!(sim.wave_sizes(), [1, 4, 0]);
+    sim.tick(5 * 60); // 05:30 local
+    sim.finish_wave(1, 0);
+    sim.tick(30); // soaked at 06:00 local, when the window closes: wait for Sunday.
+    let sunday = Stage::OutsideWindow { opens: utc("2026-12-05T23:00:00Z") };
+    assert_eq!(sim.rollout.phase(), &Phase::Running { wave: 2, stage: sunday });
+    assert_eq!(sim.wave_sizes(), [1, 4, 0], "no wave starts outside the window");
+    assert_eq!(sim.rollout.poll_timeout(), Some(utc("2026-12-05T23:00:00Z")));
+    sim.rollout.add_agent(sim.now, agent(99)); // enrolls while the last wave waits
+    sim.drain();
+    assert_eq!(sim.wave_sizes(), [1, 4, 0], "a late agent waits for the window too");
+    sim.tick(18 * 60); // Sunday 00:00 local
+    assert_eq!(sim.wave_sizes(), [1, 4, 6]);
+    sim.finish_wave(2, 0);
+    sim.tick(30);
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
+    let waits = sim.log.iter().filter(|d| matches!(d, Dispatch::OutsideWindow { .. })).count();
+    assert_eq!(waits, 2, "the start and the third wave waited");
+}
+
+#[test]
+fn a_halt_while_waiting_for_the_window_resumes_into_the_wave_not_past_it() {
+    let window = "sat 00:00-06:00".parse().unwrap();
+    let p = RolloutPolicy {
+        soak: HOUR,
+        failure_limit: FailureLimit::Count(0),
+        window: Some(window),
+        ..policy("1,50%,100%")
+    };
+    let mut sim = Sim::starting(p, 10, utc("2026-12-05T05:00:00Z"));
+    let canary = sim.wave(0).pop().expect("the canary went out inside the window");
+    sim.report(&canary, Outcome::Succeeded);
+    sim.tick(60); // soaked at 06:00: the second wave waits for next Saturday
+    assert!(
+        matches!(sim.rollout.phase(), Phase::Running { wave: 1, stage: Stage::OutsideWindow { .. } }),
+        "{:?}",
+        sim.rollout.phase()
+    );
+    sim.report(&canary, Outcome::Failed); // its health turned red: halt
+    assert!(matches!(sim.rollout.phase(), Phase::Halted { wave: 1, .. }));
+    sim.report(&canary, Outcome::Succeeded); // it recovered
+    sim.rollout.resume(sim.now).unwrap(); // and an admin resumes
+    sim.drain();
+    assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 1, stage: Stage::OutsideWindow { .. } }));
+    assert_eq!(sim.wave_sizes(), [1, 0, 0], "the waiting wave did not pass empty");
 }

@@ -2,10 +2,14 @@
 //! processes, over loopback QUIC and HTTPS. One test binary, one module per
 //! area. Build the binaries first: `cargo build --workspace`.
 
+mod agent_faults;
 mod auth;
+mod controller_config;
 mod crash;
 mod delivery;
 mod faults;
+mod inventory;
+mod lab;
 mod packaging;
 mod quic_raw;
 mod rollback;

@@ -1,8 +1,9 @@
 //! Phased rollouts with real agents: waves, auto-halt, restart mid-wave,
-//! and the requests that must be refused.
+//! fleet rollback, tag and filter targets, and the requests that must be
+//! refused.
 
 use anyhow::Result;
-use flotte_protocol::api::{RolloutRequest, RolloutView, Target};
+use flotte_protocol::api::{RollbackRequest, RolloutRequest, RolloutView, TagRequest, Target};
 use flotte_tests::{DEADLINE, Lab, wait_for};
 
 fn request(version: &str, waves: &str) -> RolloutRequest {
@@ -18,6 +19,7 @@ fn request(version: &str, waves: &str) -> RolloutRequest {
         silent_counts_as_failed: true,
         manual: false,
         start_at: None,
+        window: None,
     }
 }
 
@@ -137,5 +139,184 @@ fn requests_that_make_no_sense_are_refused_and_change_nothing() -> Result<()> {
     let again = lab.client.rollout_command(first.id, "approve").unwrap_err();
     assert_eq!(again.status(), Some(409));
     assert!(again.to_string().contains("cannot approve a rollout that is aborted"), "{again}");
+    Ok(())
+}
+
+fn now() -> flotte_protocol::Timestamp {
+    flotte_protocol::Timestamp::from_system_time(std::time::SystemTime::now())
+}
+
+fn wait_stage(lab: &Lab, id: u64, stage: &str) -> Result<RolloutView> {
+    wait_for(&format!("rollout {id} to be {stage}"), DEADLINE, || {
+        let r = lab.client.rollout(id)?;
+        Ok((r.stage.as_deref() == Some(stage)).then_some(r))
+    })
+}
+
+#[test]
+fn a_fleet_rollback_returns_every_agent_to_the_version_it_ran_before() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(3)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    lab.publish(&key, "hello", "2.0.0")?;
+    let v1 = lab.client.create_rollout(&request("1.0.0", "100%"))?;
+    wait_phase(&lab, v1.id, "completed")?;
+    let v2 = lab.client.create_rollout(&request("2.0.0", "1,100%"))?;
+    wait_phase(&lab, v2.id, "completed")?;
+    assert!(agents.iter().all(|a| a.active_version("hello").as_deref() == Some("2.0.0")));
+
+    let rollback = lab.client.rollback(v2.id, &RollbackRequest::default())?;
+    assert_eq!(rollback.rollout.rollback_of, Some(v2.id));
+    assert_eq!((rollback.rollout.version.as_str(), rollback.rollout.targeted), ("1.0.0", 3));
+    assert_eq!(rollback.rollout.waves.len(), 2, "the original's waves by default");
+    assert!(rollback.skipped.is_empty(), "{:?}", rollback.skipped);
+    let done = wait_phase(&lab, rollback.rollout.id, "completed")?;
+
+    assert_eq!(wave_sizes(&done), [1, 2]);
+    for agent in &agents {
+        assert_eq!(agent.active_version("hello").as_deref(), Some("1.0.0"), "{} on disk", agent.name);
+        assert_eq!(flotte_tests::active_content(agent, "hello").as_deref(), Some("1.0.0"), "{}", agent.name);
+        let last = lab.last_report(agent)?;
+        assert_eq!(last.active_after.as_deref(), Some("1.0.0"), "{} reported", agent.name);
+    }
+    let again = lab.client.rollback(v2.id, &RollbackRequest::default()).unwrap_err();
+    assert_eq!(again.status(), Some(409), "{again}");
+    assert!(again.to_string().contains("already rolled back"), "{again}");
+    // The first rollout had nothing before it: every agent is skipped, and
+    // nothing is uninstalled.
+    let nothing = lab.client.rollback(v1.id, &RollbackRequest::default()).unwrap_err();
+    assert_eq!(nothing.status(), Some(422), "{nothing}");
+    assert!(nothing.to_string().contains("nothing to roll back"), "{nothing}");
+    Ok(())
+}
+
+#[test]
+fn a_halted_rollout_is_aborted_and_rolled_back_where_it_committed() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(3)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    lab.publish(&key, "hello", "2.0.0")?;
+    let v1 = lab.client.create_rollout(&request("1.0.0", "100%"))?;
+    wait_phase(&lab, v1.id, "completed")?;
+    // Manual advance: the canary commits 2.0.0, then the wave waits.
+    let v2 = lab.client.create_rollout(&RolloutRequest { manual: true, ..request("2.0.0", "1,100%") })?;
+    wait_stage(&lab, v2.id, "awaiting_approval")?;
+
+    let rollback = lab.client.rollback(v2.id, &RollbackRequest { waves: Some("100%".into()), ..Default::default() })?;
+    assert_eq!(lab.client.rollout(v2.id)?.phase, "aborted", "the original cannot race its rollback");
+    assert_eq!(rollback.rollout.targeted, 1, "only the canary committed 2.0.0");
+    wait_phase(&lab, rollback.rollout.id, "completed")?;
+    for agent in &agents {
+        assert_eq!(agent.active_version("hello").as_deref(), Some("1.0.0"), "{}", agent.name);
+    }
+    Ok(())
+}
+
+#[test]
+fn tag_targets_are_dynamic_and_take_in_agents_tagged_later() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(3)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    let tag = |agent: &str, tags: &[&str]| {
+        let add = tags.iter().map(|t| t.to_string()).collect();
+        lab.client.change_tags(agent, &TagRequest { add, remove: vec![] })
+    };
+    assert_eq!(tag("agent-01", &["pilot", "lab"])?.tags, ["lab", "pilot"]);
+    let pilot = Target::Tags(vec!["pilot".into()]);
+
+    let created =
+        lab.client.create_rollout(&RolloutRequest { target: pilot, manual: true, ..request("1.0.0", "1,100%") })?;
+    assert_eq!(created.targeted, 1);
+    wait_stage(&lab, created.id, "awaiting_approval")?;
+    tag("agent-02", &["pilot"])?;
+    assert_eq!(lab.client.rollout(created.id)?.targeted, 2, "a newly tagged agent joins");
+    lab.client.rollout_command(created.id, "approve")?;
+    wait_phase(&lab, created.id, "completed")?;
+
+    let versions: Vec<Option<String>> = agents.iter().map(|a| a.active_version("hello")).collect();
+    assert_eq!(versions, [Some("1.0.0".into()), Some("1.0.0".into()), None]);
+    let untagged = lab.client.change_tags("agent-01", &TagRequest { add: vec![], remove: vec!["pilot".into()] })?;
+    assert_eq!(untagged.tags, ["lab"]);
+    Ok(())
+}
+
+#[test]
+fn filter_targets_match_inventory_and_take_in_agents_that_enroll_later() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let _agents = lab.agents(2)?; // dropping them stops them
+    lab.publish(&key, "hello", "1.0.0")?;
+    let filter = flotte_controller::ctl::rollout::target("os=linux,arch=*,hostname=agent-0*");
+
+    let created =
+        lab.client.create_rollout(&RolloutRequest { target: filter, manual: true, ..request("1.0.0", "1,100%") })?;
+    assert_eq!(created.targeted, 2);
+    wait_stage(&lab, created.id, "awaiting_approval")?;
+    let late = lab.agents(1)?.pop().expect("one agent");
+    wait_for("the late agent to join the rollout", DEADLINE, || {
+        Ok((lab.client.rollout(created.id)?.targeted == 3).then_some(()))
+    })?;
+    lab.client.rollout_command(created.id, "approve")?;
+    wait_phase(&lab, created.id, "completed")?;
+    assert_eq!(late.active_version("hello").as_deref(), Some("1.0.0"));
+    Ok(())
+}
+
+#[test]
+fn unknown_targets_are_refused_with_the_reason() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    lab.agents(1)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    let table: &[(&str, u16, &str)] = &[
+        ("tag:nobody", 400, "no agent is tagged \"nobody\""),
+        ("color=red", 400, "unknown filter field \"color\""),
+        ("hostname=ws-*", 422, "no enrolled agents"),
+    ];
+    for (to, status, message) in table {
+        let target = flotte_controller::ctl::rollout::target(to);
+        let err = lab.client.create_rollout(&RolloutRequest { target, ..request("1.0.0", "100%") }).unwrap_err();
+        assert_eq!(err.status(), Some(*status), "{to}: {err}");
+        assert!(err.to_string().contains(message), "{to}: {err}");
+    }
+    let bad_tag = lab.client.change_tags("agent-01", &TagRequest { add: vec!["Not OK".into()], remove: vec![] });
+    assert_eq!(bad_tag.unwrap_err().status(), Some(400));
+    assert!(lab.client.rollouts()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn no_wave_starts_outside_the_maintenance_window() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(2)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    lab.publish(&key, "world", "1.0.0")?;
+    // A daily window that opens two hours from now (UTC), and one always open.
+    let now_minutes = (now().as_unix_millis() / 60_000 % 1440) as u32;
+    let hm = |m: u32| format!("{:02}:{:02}", m % 1440 / 60, m % 60);
+    let closed = format!("daily {}-{} +00:00", hm(now_minutes + 120), hm(now_minutes + 180));
+
+    let waiting = lab.client.create_rollout(&RolloutRequest { window: Some(closed), ..request("1.0.0", "100%") })?;
+    let open =
+        RolloutRequest { name: "world".into(), window: Some("daily 00:00-24:00".into()), ..request("1.0.0", "100%") };
+    let open = lab.client.create_rollout(&open)?;
+    wait_phase(&lab, open.id, "completed")?;
+
+    let waiting = lab.client.rollout(waiting.id)?;
+    assert_eq!(waiting.stage.as_deref(), Some("outside_window"));
+    let opens = waiting.window_opens.expect("when the window opens");
+    assert!(opens > now(), "{opens}");
+    assert_eq!(wave_sizes(&waiting), [0], "nobody is assigned outside the window");
+    assert!(agents.iter().all(|a| a.active_version("hello").is_none()));
+    assert!(agents.iter().all(|a| a.active_version("world").as_deref() == Some("1.0.0")));
+
+    let never = RolloutRequest { window: Some("sat 06:00-06:00".into()), ..request("1.0.0", "100%") };
+    let err = lab.client.create_rollout(&never).unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert!(err.to_string().contains("never opens"), "{err}");
     Ok(())
 }
