@@ -21,6 +21,10 @@ pub enum AgentError {
     #[error("the state directory {path} is not writable: {source}")]
     StateDirNotWritable { path: PathBuf, source: io::Error },
 
+    /// A service-manager command (`systemctl …`) failed.
+    #[error("{command}: {reason}")]
+    Service { command: String, reason: String },
+
     /// The config file is not valid TOML or has an unknown or mistyped key.
     #[error("config file {path}: {source}")]
     ConfigParse { path: PathBuf, source: Box<toml::de::Error> },

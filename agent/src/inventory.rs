@@ -20,6 +20,11 @@ use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, System}
 /// Free-space changes smaller than this do not count as an inventory change.
 pub const DISK_FREE_GRANULARITY: u64 = 1 << 30;
 
+/// Most bytes of names and versions the dpkg list may carry, so that a
+/// `Hello` stays well under the 1 MiB frame limit on any host (a typical
+/// desktop needs about a tenth of it). Entries past it are left out.
+pub const DPKG_LIST_BUDGET: usize = 512 * 1024;
+
 /// Where systemd-logind keeps one file per user with a session.
 const LOGIND_USERS: &str = "/run/systemd/users";
 
@@ -126,7 +131,9 @@ fn dpkg_packages() -> Vec<InstalledPackage> {
         .args(["--show", "--showformat=${db:Status-Abbrev}\t${Package}\t${Version}\n"])
         .output();
     match out {
-        Ok(out) if out.status.success() => parse_dpkg_query(&String::from_utf8_lossy(&out.stdout)),
+        Ok(out) if out.status.success() => {
+            within_budget(parse_dpkg_query(&String::from_utf8_lossy(&out.stdout)), DPKG_LIST_BUDGET)
+        }
         Ok(out) => {
             tracing::warn!(status = %out.status, "dpkg-query failed; no dpkg package list");
             Vec::new()
@@ -136,6 +143,27 @@ fn dpkg_packages() -> Vec<InstalledPackage> {
             Vec::new()
         }
     }
+}
+
+/// The first entries of `list` whose names and versions fit in `budget` bytes.
+fn within_budget(mut list: Vec<InstalledPackage>, budget: usize) -> Vec<InstalledPackage> {
+    let mut used = 0;
+    let keep = list
+        .iter()
+        .take_while(|p| {
+            used += p.name.len() + p.version.len() + 2;
+            used <= budget
+        })
+        .count();
+    if keep < list.len() {
+        tracing::warn!(
+            total = list.len(),
+            reported = keep,
+            "dpkg package list too long; reporting only the first part"
+        );
+        list.truncate(keep);
+    }
+    list
 }
 
 /// Lines `ii \tname\tversion`; only fully installed packages count.
@@ -197,6 +225,13 @@ mod tests {
         assert_eq!(logind_user("NAME=svc\nSTATE=lingering\n"), None);
         assert_eq!(logind_user("garbage"), None);
         assert_eq!(who_users("alice pts/0 2026-01-01 10:00\nbob tty1 x\n\n"), vec!["alice", "bob"]);
+    }
+
+    #[test]
+    fn the_dpkg_list_is_cut_to_its_budget() {
+        let list: Vec<_> = (0..10).map(|i| InstalledPackage { name: format!("p{i}"), version: "1".into() }).collect();
+        assert_eq!(within_budget(list.clone(), 1000).len(), 10);
+        assert_eq!(within_budget(list, 15).len(), 3, "5 bytes each");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! - [`inventory`]: host facts for `Hello`.
 //! - [`runner`]: the event loop tying it together.
 //! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
+//! - [`unit`]: `service install|uninstall`, the systemd unit file.
 //! - [`error`]: the error type of this crate.
 //!
 //! # Invariants
@@ -58,6 +59,7 @@ pub mod service;
 pub mod session;
 pub mod state_dir;
 pub mod tuf_store;
+pub mod unit;
 pub mod wire;
 
 pub use config::AgentConfig;

@@ -13,6 +13,7 @@ use flotte_agent::error::{AgentError, EXIT_NEEDS_ADMIN};
 use flotte_agent::quarantine::Quarantine;
 use flotte_agent::service;
 use flotte_agent::state_dir::{DEFAULT_STATE_DIR, StateDir};
+use flotte_agent::unit::{self, UnitOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -63,6 +64,32 @@ enum Command {
     /// Packages refused on this host since a rollback failed.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// The systemd unit, for hosts without the Debian package.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Write flotte-agent.service (ExecStart = this executable) and enable it.
+    Install {
+        /// The config file the service reads.
+        #[arg(long, value_name = "FILE", default_value = "/etc/flotte/agent.toml")]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR", default_value = unit::DEFAULT_UNIT_DIR)]
+        unit_dir: PathBuf,
+        /// Only write the file; do not call systemctl.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Stop and disable the service and remove the unit file.
+    Uninstall {
+        #[arg(long, value_name = "DIR", default_value = unit::DEFAULT_UNIT_DIR)]
+        unit_dir: PathBuf,
+        /// Only remove the file; do not call systemctl.
+        #[arg(long)]
+        no_disable: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +137,21 @@ fn describe(error: &anyhow::Error) -> String {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Service(ServiceCommand::Install { config, unit_dir, no_enable }) => {
+            let exe = std::env::current_exe().context("cannot find this executable")?;
+            let config = std::path::absolute(&config).context("config path")?;
+            let path = unit::install(&UnitOptions { unit_dir, exe, config, enable: !no_enable })?;
+            println!("wrote {}; it starts once the host is enrolled (systemctl start flotte-agent)", path.display());
+            Ok(())
+        }
+        Command::Service(ServiceCommand::Uninstall { unit_dir, no_disable }) => {
+            if unit::uninstall(&unit_dir, !no_disable)? {
+                println!("removed {}", unit_dir.join(unit::UNIT_NAME).display());
+            } else {
+                println!("no {} in {}", unit::UNIT_NAME, unit_dir.display());
+            }
+            Ok(())
+        }
         Command::Quarantine(QuarantineCommand::List { state_dir }) => {
             let entries = Quarantine::new(&StateDir::new(&state_dir)).list()?;
             if entries.is_empty() {

@@ -70,13 +70,21 @@ impl AdminClient {
         format!("Bearer {}", self.token.as_deref().unwrap_or(""))
     }
 
+    /// GETs are idempotent, so one that fails in transport (typically a
+    /// pooled keep-alive connection the server has since closed, e.g. after
+    /// a controller restart) is tried once more on a fresh connection.
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
-        let mut req = self.agent.get(&url);
-        if self.token.is_some() {
-            req = req.header("Authorization", &self.auth());
-        }
-        decode(req.call().map_err(|source| ClientError::Transport { url, source })?)
+        let call = || {
+            let mut req = self.agent.get(&url);
+            if self.token.is_some() {
+                req = req.header("Authorization", &self.auth());
+            }
+            req.call()
+        };
+        let response =
+            call().or_else(|_| call()).map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        decode(response)
     }
 
     fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {

@@ -53,3 +53,27 @@ fn the_agent_notifies_ready_feeds_the_watchdog_and_says_when_it_stops() -> Resul
     assert_eq!(received.first().map(String::as_str), Some("READY=1"), "{received:?}");
     Ok(())
 }
+
+#[test]
+fn service_install_writes_a_unit_that_verifies_and_uninstall_removes_it() -> Result<()> {
+    let lab_bins = flotte_controller::lab::harness::Binaries::locate()?;
+    let dir = tempfile::tempdir()?;
+    let units = dir.path().join("units");
+    let run = |args: &[&str]| -> Result<String> {
+        let out = Command::new(&lab_bins.agent).args(args).arg("--unit-dir").arg(&units).output()?;
+        anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(&["service", "install", "--no-enable", "--config", "/etc/flotte/agent.toml"])?;
+    let unit = units.join("flotte-agent.service");
+    let text = std::fs::read_to_string(&unit)?;
+    let exec = format!("ExecStart={} run --config /etc/flotte/agent.toml", lab_bins.agent.display());
+    assert!(text.contains(&exec), "{text}");
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&unit).output()?;
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "systemd-analyze verify failed:\n{said}");
+    assert!(!said.contains("flotte-agent.service:"), "systemd-analyze complained:\n{said}");
+    assert!(run(&["service", "uninstall", "--no-disable"])?.contains("removed"));
+    assert!(!unit.exists());
+    Ok(())
+}
