@@ -57,6 +57,12 @@ impl AdminClient {
             .tls_config(tls)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
+            // No connection reuse: a pooled connection the server has just
+            // closed makes a non-idempotent request (an upload, a publish)
+            // fail half-way with "peer disconnected". A TLS handshake per
+            // admin request is cheap next to that.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .build()
             .into();
         Ok(AdminClient { base: base.trim_end_matches('/').to_string(), token, agent })
