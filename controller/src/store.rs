@@ -456,37 +456,6 @@ impl Store {
 
     // ---- deployments and assignments ----
 
-    /// Creates a deployment and one assignment per agent, atomically.
-    pub fn create_deployment(
-        &self,
-        name: &str,
-        version: &str,
-        agents: &[AgentId],
-        now: Timestamp,
-    ) -> Result<DeploymentView, ControllerError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO deployments (name, version, created_at) VALUES (?1, ?2, ?3)",
-            params![name, version, ts(now)],
-        )?;
-        let id = tx.last_insert_rowid();
-        for agent in agents {
-            tx.execute(
-                "INSERT INTO assignments (deployment_id, agent_id, name, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, agent.0, name, version, ts(now)],
-            )?;
-        }
-        tx.commit()?;
-        Ok(DeploymentView {
-            id: u64::try_from(id).unwrap_or(0),
-            name: name.into(),
-            version: version.into(),
-            created_at: now,
-            assignments: agents.len() as u64,
-        })
-    }
-
     pub fn list_deployments(&self) -> Result<Vec<DeploymentView>, ControllerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -666,6 +635,8 @@ fn parse_state(state: Option<&str>) -> Result<Option<InstallState>, ControllerEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollout::{Rollout, RolloutPolicy};
+    use flotte_protocol::api::Target;
     use flotte_protocol::{ReleaseMetadata, ReleaseVerifier, SecretKey, Sha256Digest, TrustedKeys};
 
     const T0: Timestamp = Timestamp::from_unix_millis(1_000_000);
@@ -720,7 +691,8 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let (a, b) = (enrolled(&store, "a"), enrolled(&store, "b"));
         published(&store);
-        store.create_deployment("app", "1.0", std::slice::from_ref(&a), T0).unwrap();
+        let big_bang = |id| Rollout::new(id, RolloutPolicy::big_bang(), [a.clone()], T0);
+        store.create_rollout("app", "1.0", &Target::All, T0, big_bang).unwrap();
         let pending = store.pending_assignments(&a).unwrap();
         assert_eq!(pending.len(), 1);
         let id = pending[0].id;
