@@ -208,7 +208,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                         let mut tick = tokio::time::interval(interval);
                         loop {
                             tick.tick().await;
-                            service::notify("WATCHDOG=1");
+                            service::watchdog();
                         }
                     });
                 }

@@ -13,6 +13,7 @@
 //! - [`quic`]: the QUIC endpoint: one session per agent connection, content streams.
 //! - [`rollout`]: the pure rollout engine (waves, thresholds, soak, halts).
 //! - [`api`]: the HTTPS/JSON admin and enrollment API.
+//! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
 //! - [`server`]: wires the above into one running controller.
 //! - [`client`]: a blocking admin-API client, used by `flottectl`, the lab and tests.
 //! - [`ctl`]: the `flottectl` commands.
@@ -33,6 +34,7 @@ pub mod quic;
 pub mod rollout;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod store;
 
 pub use error::ControllerError;
