@@ -28,6 +28,7 @@
 //! - [`inventory`]: host facts for `Hello`.
 //! - [`runner`]: the event loop tying it together.
 //! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
+//! - [`throttle`]: the download bandwidth limit (a pure pacer).
 //! - [`unit`]: `service install|uninstall`, the systemd unit file.
 //! - [`error`]: the error type of this crate.
 //!
@@ -58,6 +59,7 @@ pub mod runner;
 pub mod service;
 pub mod session;
 pub mod state_dir;
+pub mod throttle;
 pub mod tuf_store;
 pub mod unit;
 pub mod wire;
