@@ -10,6 +10,7 @@
 //!   yet seen by the engine is seen after the restart. None is lost.
 
 use super::engine::{Dispatch, Outcome, Rollout};
+use super::window::Window;
 use crate::error::ControllerError;
 use crate::store::{Store, from_ts, ts};
 use flotte_protocol::api::{RolloutView, Target, WaveView};
@@ -378,7 +379,7 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
         created_at,
         start_at,
         rollback_of: None,
-        window: rollout.policy().window.map(|w| w.to_string()),
+        window: rollout.policy().window.as_ref().map(Window::to_string),
         window_opens,
     }
 }
