@@ -8,10 +8,10 @@
 //!
 //! The work per host is what a Flotte agent does: receive the file, check
 //! its sha256 against the expected digest, unpack the archive. Baselines:
-//! - [`SshHosts::scp_fanout`]: `scp`, then `ssh` running `sha256sum -c` and
-//!   `tar -x`, all hosts concurrently;
-//! - [`SshHosts::ansible_fanout`]: `ansible-core` (`copy`, then `command`)
-//!   with `forks=N`, pipelining and ControlPersist.
+//! - [`SshHosts::scp_fanout`] runs `scp`, then `ssh` with `sha256sum -c`
+//!   and `tar -x`, for all hosts concurrently;
+//! - [`SshHosts::ansible_fanout`] runs `ansible-core` (`copy`, then
+//!   `command`) with `forks=N`, pipelining and ControlPersist.
 //!
 //! Nothing here is timed against a limit; callers print ratios.
 
