@@ -27,9 +27,9 @@
 //! - [`failpoint`]: crash hooks, compiled only with the `failpoints` feature.
 //! - [`inventory`]: host facts for `Hello`.
 //! - [`runner`]: the event loop tying it together.
-//! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
+//! - [`service`]: the host's service manager behind one trait: registering
+//!   the agent as a service, readiness, watchdog, stopping (systemd today).
 //! - [`throttle`]: the download bandwidth limit (a pure pacer).
-//! - [`unit`]: `service install|uninstall`, the systemd unit file.
 //! - [`error`]: the error type of this crate.
 //!
 //! # Invariants
@@ -61,7 +61,6 @@ pub mod session;
 pub mod state_dir;
 pub mod throttle;
 pub mod tuf_store;
-pub mod unit;
 pub mod wire;
 
 pub use config::AgentConfig;
