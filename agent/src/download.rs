@@ -21,7 +21,7 @@ use crate::error::AgentError;
 use crate::wire;
 use flotte_protocol::ContentHasher;
 use flotte_protocol::Sha256Digest;
-use flotte_protocol::messages::{ContentRequest, ContentResponse};
+use flotte_protocol::messages::{ContentRequest, ContentResponse, StreamRequest};
 use quinn::{Connection, VarInt};
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -154,7 +154,7 @@ async fn receive(
 ) -> Result<(), Outcome> {
     let interrupted = |what: &str, e: &dyn std::fmt::Display| Outcome::Interrupted(format!("{what}: {e}"));
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| interrupted("open content stream", &e))?;
-    let request = ContentRequest { digest, offset, length: Some(size - offset) };
+    let request = StreamRequest::Content(ContentRequest { digest, offset, length: Some(size - offset) });
     wire::write_frame(&mut send, &request, "content").await.map_err(|e| interrupted("send request", &e))?;
     send.finish().map_err(|e| interrupted("finish request", &e))?;
 

@@ -27,6 +27,8 @@
 //! - [`failpoint`]: crash hooks, compiled only with the `failpoints` feature.
 //! - [`inventory`]: host facts for `Hello`.
 //! - [`runner`]: the event loop tying it together.
+//! - [`verify`], [`tuf_client`], [`tuf_store`]: releases verified through TUF
+//!   (metadata over QUIC, the client workflow, the persisted trusted metadata).
 //! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
 //! - [`unit`]: `service install|uninstall`, the systemd unit file.
 //! - [`error`]: the error type of this crate.
@@ -58,8 +60,10 @@ pub mod runner;
 pub mod service;
 pub mod session;
 pub mod state_dir;
+pub mod tuf_client;
 pub mod tuf_store;
 pub mod unit;
+pub mod verify;
 pub mod wire;
 
 pub use config::AgentConfig;

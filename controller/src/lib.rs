@@ -12,6 +12,7 @@
 //! - [`hub`]: which agents are connected right now, and how to wake their sessions.
 //! - [`quic`]: the QUIC endpoint: one session per agent connection, content streams.
 //! - [`rollout`]: the pure rollout engine (waves, thresholds, soak, halts).
+//! - [`tuf`]: the controller as a TUF repository (online roles, uploads, re-signing).
 //! - [`api`]: the HTTPS/JSON admin and enrollment API.
 //! - [`server`]: wires the above into one running controller.
 //! - [`client`]: a blocking admin-API client, used by `flottectl`, the lab and tests.
@@ -34,5 +35,6 @@ pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tuf;
 
 pub use error::ControllerError;
