@@ -48,7 +48,7 @@ pub enum UpdateError {
     Fetch { file: String, reason: String },
     #[error("no trusted root: {0}")]
     NoRoot(String),
-    #[error("target {0:?} is not listed by any trusted targets role")]
+    #[error("target {0:?} is not in the repository (no trusted targets role lists it)")]
     NotFound(String),
     #[error(transparent)]
     Store(#[from] crate::error::AgentError),

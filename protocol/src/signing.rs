@@ -72,8 +72,8 @@ impl<'de> Deserialize<'de> for PublicKey {
     }
 }
 
-/// An ed25519 signing key. Held by admins (or a CI pipeline), never by the
-/// controller by default.
+/// An ed25519 signing key of an offline TUF role. Held by admins (or a CI
+/// pipeline), never by the controller.
 pub struct SecretKey(SigningKey);
 
 impl SecretKey {

@@ -13,9 +13,12 @@ use flotte_protocol::Timestamp;
 use std::time::Duration;
 
 /// How long a fresh snapshot stays valid.
-pub const SNAPSHOT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How long a fresh timestamp stays valid.
-pub const TIMESTAMP_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const SNAPSHOT_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
+/// How long a fresh timestamp stays valid: the freeze window against an
+/// attacker who can replay but not sign. Re-signed at half life, a served
+/// timestamp has at least 36 h left, so an agent whose clock runs a day
+/// ahead still accepts it.
+pub const TIMESTAMP_LIFETIME: Duration = Duration::from_secs(3 * 24 * 3600);
 /// How often the server checks whether something must be re-signed.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -88,19 +91,20 @@ mod tests {
     #[test]
     fn nothing_is_signed_while_both_roles_have_more_than_half_their_life() {
         assert!(due(&fresh(0), at(0)).nothing());
-        assert!(due(&fresh(0), at(11)).nothing());
+        assert!(due(&fresh(0), at(35)).nothing());
     }
 
     #[test]
     fn the_timestamp_is_resigned_past_half_its_life_and_alone() {
-        assert_eq!(due(&fresh(0), at(13)), Resign { snapshot: false, timestamp: true });
+        assert_eq!(due(&fresh(0), at(37)), Resign { snapshot: false, timestamp: true });
     }
 
     #[test]
     fn the_snapshot_is_resigned_past_half_its_life_with_a_new_timestamp() {
         let mut state = fresh(0);
-        state.timestamp = Some(Signed { version: 9, expires: expiry(TIMESTAMP_LIFETIME, at(85)) });
-        assert_eq!(due(&state, at(85)), Resign { snapshot: true, timestamp: true });
+        state.timestamp = Some(Signed { version: 9, expires: expiry(TIMESTAMP_LIFETIME, at(169)) });
+        assert_eq!(due(&state, at(167)), Resign::default());
+        assert_eq!(due(&state, at(169)), Resign { snapshot: true, timestamp: true });
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!   the signed length and SHA-256; it is added to the catalogue in the same
 //!   SQLite transaction as the role, the new snapshot and the new timestamp,
 //!   so agents never see a snapshot that lists a role the store lacks.
+//! - Uploads and re-signing run one at a time ([`WRITER`]), so two
+//!   snapshots or timestamps never share a version number and a version
+//!   check cannot race with the write that follows it.
 //! - The controller holds no offline key: with its data directory alone one
 //!   can re-sign snapshot and timestamp, but no targets entry an agent trusts.
 
@@ -26,6 +29,13 @@ use flotte_protocol::tuf::verify::verify_role;
 use flotte_protocol::tuf::{self, TrustedMetadataSet, TufError, path, repo};
 use flotte_protocol::{ReleaseMetadata, Timestamp};
 use rusqlite::{OptionalExtension, params};
+
+/// Serialises every write to the repository (uploads and re-signing).
+static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn writer() -> std::sync::MutexGuard<'static, ()> {
+    WRITER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Why an upload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +128,7 @@ fn targets_roles(store: &Store) -> Result<Vec<(String, u64, TargetsMetadata)>, C
 /// the chain. The root must name the controller's online keys for the
 /// timestamp and snapshot roles, or the controller could not serve it.
 pub fn upload_root(services: &Services, bytes: &[u8], now: Timestamp) -> Result<Accepted, UploadError> {
+    let _writer = writer();
     let store = &services.store;
     let env = Envelope::parse(tuf::ROOT, bytes, tuf::MAX_ROOT_LEN)?;
     let new = RootMetadata::from_signed(&env.signed)?;
@@ -161,7 +172,7 @@ pub fn upload_root(services: &Services, bytes: &[u8], now: Timestamp) -> Result<
     )?;
     tx.commit()?;
     drop(conn);
-    resign(services, now, true)?;
+    sign_online(services, now, true)?;
     Ok(Accepted { role: tuf::ROOT.into(), version, releases: Vec::new() })
 }
 
@@ -169,6 +180,7 @@ pub fn upload_root(services: &Services, bytes: &[u8], now: Timestamp) -> Result<
 /// adds its new releases to the catalogue and signs a new snapshot and
 /// timestamp.
 pub fn upload_targets(services: &Services, role: &str, bytes: &[u8], now: Timestamp) -> Result<Accepted, UploadError> {
+    let _writer = writer();
     let store = &services.store;
     let Some((_, root)) = current_root(store)? else {
         return Err(invalid("this controller has no TUF root yet", Some("run `flottectl trust init` first")));
@@ -246,13 +258,18 @@ pub fn upload_targets(services: &Services, role: &str, bytes: &[u8], now: Timest
         }
         tx.commit()?;
     }
-    resign(services, now, true)?;
+    sign_online(services, now, true)?;
     Ok(Accepted { role: role.into(), version, releases: added })
 }
 
 /// Re-signs what [`policy::due`] says is due (everything, if
 /// `targets_changed`). Returns what it signed.
 pub fn resign(services: &Services, now: Timestamp, targets_changed: bool) -> Result<Resign, ControllerError> {
+    let _writer = writer();
+    sign_online(services, now, targets_changed)
+}
+
+fn sign_online(services: &Services, now: Timestamp, targets_changed: bool) -> Result<Resign, ControllerError> {
     let store = &services.store;
     if current_root(store)?.is_none() {
         return Ok(Resign::default());
