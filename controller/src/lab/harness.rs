@@ -240,6 +240,17 @@ impl AgentProcess {
         std::fs::create_dir_all(&self.root)?;
         let root = controller.client()?.tuf_metadata("root.json")?.context("the controller has no TUF root yet")?;
         std::fs::write(self.trust_root(), root)?;
+        self.enroll_with_root(controller, token, &self.trust_root())
+    }
+
+    /// Runs `flotte-agent enroll` with `trust_root` as the TUF root.
+    pub fn enroll_with_root(
+        &self,
+        controller: &ControllerProcess,
+        token: &str,
+        trust_root: &Path,
+    ) -> Result<std::process::Output> {
+        std::fs::create_dir_all(&self.root)?;
         Command::new(&self.bins.agent)
             .arg("enroll")
             .arg("--controller")
@@ -249,7 +260,7 @@ impl AgentProcess {
             .arg("--ca")
             .arg(controller.ca_path())
             .arg("--trust-root")
-            .arg(self.trust_root())
+            .arg(trust_root)
             .arg("--state-dir")
             .arg(&self.state_dir)
             .env("FLOTTE_HOSTNAME", &self.name)

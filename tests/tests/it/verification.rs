@@ -331,3 +331,71 @@ fn agents_follow_a_root_rotation_to_two_of_three_keys() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn enrollment_refuses_a_trust_root_that_does_not_verify_and_writes_nothing() -> Result<()> {
+    let lab = Lab::start()?;
+    let token = lab.client.create_enrollment_token(Duration::from_secs(600))?.token;
+    let agent = AgentProcess::new(&lab.bins, lab.dir.path(), "pinned-01");
+    let mut root = std::fs::read(&lab.trust.root)?;
+    // Flip one hex digit of the signature: the root no longer verifies.
+    let at = root.windows(7).position(|w| w == b"\"sig\":\"").context("no signature")? + 7;
+    root[at] = if root[at] == b'0' { b'1' } else { b'0' };
+    let tampered = lab.path("tampered-root.json");
+    std::fs::write(&tampered, &root)?;
+
+    let out = agent.enroll_with_root(&lab.controller, &token, &tampered)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "enrolled with a tampered root");
+    assert!(stderr.contains("TUF root") && stderr.contains("root v1"), "{stderr}");
+    assert!(!agent.state_dir.join("enrollment.toml").exists());
+    assert!(lab.client.agents()?.is_empty(), "the token was not even spent");
+
+    let out = agent.enroll_with_root(&lab.controller, &token, &lab.trust.root)?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(agent.state_dir.join("tuf/root.json"))?, std::fs::read(&lab.trust.root)?);
+    Ok(())
+}
+
+#[test]
+fn the_controller_refuses_metadata_that_does_not_verify_or_goes_back() -> Result<()> {
+    let lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    let status = |r: Result<flotte_protocol::api::TufUploadView, _>| match r {
+        Err(flotte_controller::client::ClientError::Api { status, body }) => (status, body.error),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    // targets v1 again (the store has v2): a rollback.
+    let v1 = repo::sign(
+        &repo::targets(1, now().saturating_add(Duration::from_secs(3600)), Default::default(), &[]),
+        &[&trust::signer(&key)],
+    )?;
+    let (code, error) = status(lab.client.upload_role("targets", &v1));
+    assert_eq!(code, 422);
+    assert!(error.contains("rollback"), "{error}");
+
+    // A root that skips a version.
+    let current = lab.client.tuf_metadata("root.json")?.context("root")?;
+    let mut signed = Envelope::parse("root", &current, tuf::MAX_ROOT_LEN)?.signed;
+    signed["version"] = json!(3);
+    let skipping = repo::sign(&signed, &[&trust::signer(&lab.root_key()?)])?;
+    let (code, error) = status(lab.client.upload_root(&skipping));
+    assert_eq!(code, 422);
+    assert!(error.contains("root v3") && error.contains("v2"), "{error}");
+
+    // An expired targets role.
+    let expired = repo::sign(
+        &repo::targets(9, Timestamp::from_unix_millis(1_000), Default::default(), &[]),
+        &[&trust::signer(&key)],
+    )?;
+    let (code, error) = status(lab.client.upload_role("targets", &expired));
+    assert_eq!(code, 422);
+    assert!(error.contains("expired"), "{error}");
+
+    // Nothing of it was stored: the repository still serves targets v2.
+    let served = lab.client.tuf_metadata("targets.json")?.context("targets")?;
+    assert_eq!(Envelope::parse("targets", &served, tuf::MAX_TARGETS_LEN)?.signed["version"], 2);
+    Ok(())
+}
