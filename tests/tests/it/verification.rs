@@ -186,6 +186,19 @@ fn content_shorter_than_its_signed_size_is_refused() -> Result<()> {
 }
 
 #[test]
+fn wrong_target_platform_is_refused() -> Result<()> {
+    let (lab, agents, key) = lab_with_v1()?;
+    let path = sample::build(lab.dir.path(), "hello", "2.0.0", 0)?;
+    let other_os = Platform { os: Some("windows".into()), arch: None };
+    let spec = package::ReleaseSpec::default();
+    package::publish_as(&lab.client, &key, "targets", &path, "hello", "2.0.0", &spec, &other_os)?;
+
+    let message = refused(&lab, &agents[0], "2.0.0")?;
+    assert!(message.contains("built for windows/any"), "{message}");
+    Ok(())
+}
+
+#[test]
 fn targets_signed_by_a_key_not_in_root_are_refused_by_controller_and_agent() -> Result<()> {
     let (lab, agents, _) = lab_with_v1()?;
     let stranger = lab.untrusted_key()?;
