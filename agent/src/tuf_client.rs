@@ -229,3 +229,112 @@ fn refused(file: &str, source: TufError) -> UpdateError {
 fn fetch_error(file: &str, reason: &str) -> UpdateError {
     UpdateError::Fetch { file: file.to_string(), reason: reason.to_string() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotte_protocol::tuf::repo::{self, Ed25519Signer, RoleSpec, RootSpec};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn t0() -> Timestamp {
+        Timestamp::from_unix_millis(1_800_000_000_000)
+    }
+
+    /// A repository of one root, targets listing `app/1.0`, snapshot and a
+    /// timestamp that expires after one hour.
+    fn repository() -> BTreeMap<String, Vec<u8>> {
+        let key = Ed25519Signer::from_seed(&[1; 32]);
+        let later = t0().saturating_add(HOUR * 24);
+        let role = RoleSpec { keys: &[key.public()], threshold: 1 };
+        let root = repo::root(&RootSpec {
+            version: 1,
+            expires: later,
+            consistent_snapshot: false,
+            root: role,
+            timestamp: role,
+            snapshot: role,
+            targets: role,
+        });
+        let mut targets = serde_json::Map::new();
+        targets.insert("app/1.0".into(), repo::target_entry(b"bytes", None));
+        let targets = repo::sign(&repo::targets(1, later, targets, &[]), &[&key]).unwrap();
+        let snapshot = repo::sign(&repo::snapshot(1, later, &[("targets", 1)]), &[&key]).unwrap();
+        let timestamp = repo::timestamp(1, t0().saturating_add(HOUR), 1, Some(&snapshot));
+        BTreeMap::from([
+            ("1.root.json".to_string(), repo::sign(&root, &[&key]).unwrap()),
+            ("targets.json".to_string(), targets),
+            ("snapshot.json".to_string(), snapshot),
+            ("timestamp.json".to_string(), repo::sign(&timestamp, &[&key]).unwrap()),
+        ])
+    }
+
+    /// Serves `files`, or nothing at all when `None` (unreachable).
+    struct Memory(Option<BTreeMap<String, Vec<u8>>>);
+
+    impl MetadataSource for Memory {
+        fn fetch(&mut self, file: &str, max: usize) -> Fetched {
+            match &self.0 {
+                None => Fetched::Unavailable("unreachable".into()),
+                Some(files) => match files.get(file) {
+                    Some(bytes) if bytes.len() <= max => Fetched::Found(bytes.clone()),
+                    Some(_) => Fetched::Unavailable("too large".into()),
+                    None => Fetched::NotFound,
+                },
+            }
+        }
+    }
+
+    fn store_with_root(dir: &std::path::Path) -> TufStore {
+        let store = TufStore::open(dir).unwrap();
+        store.save(tuf::ROOT, &repository()["1.root.json"]).unwrap();
+        store
+    }
+
+    fn find(client: &mut Client<'_, Memory>, now: Timestamp) -> Result<String, UpdateError> {
+        let mut set = client.refresh(now)?;
+        client.find_target(&mut set, "app/1.0", now).map(|(_, role)| role)
+    }
+
+    #[test]
+    fn an_unreachable_repository_falls_back_to_persisted_unexpired_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_root(dir.path());
+        let mut online = Client { store: &store, source: Memory(Some(repository())), offline_fallback: true };
+        assert_eq!(find(&mut online, t0()).unwrap(), "targets");
+        assert!(store.load(tuf::TIMESTAMP).unwrap().is_some(), "accepted metadata is persisted");
+
+        let mut offline = Client { store: &store, source: Memory(None), offline_fallback: true };
+        assert_eq!(find(&mut offline, t0().saturating_add(HOUR / 2)).unwrap(), "targets");
+        // Past the persisted timestamp's expiry nothing is trusted offline.
+        let err = find(&mut offline, t0().saturating_add(HOUR * 2)).unwrap_err().to_string();
+        assert!(err.contains("timestamp v1 expired"), "{err}");
+    }
+
+    #[test]
+    fn without_fallback_an_unreachable_repository_fails_the_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_root(dir.path());
+        let mut online = Client { store: &store, source: Memory(Some(repository())), offline_fallback: false };
+        find(&mut online, t0()).unwrap();
+        let mut offline = Client { store: &store, source: Memory(None), offline_fallback: false };
+        let err = find(&mut offline, t0()).unwrap_err().to_string();
+        assert!(err.contains("cannot fetch 2.root.json: unreachable"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_target_is_not_found_and_nothing_is_persisted_without_a_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_root(dir.path());
+        let mut client = Client { store: &store, source: Memory(Some(repository())), offline_fallback: true };
+        let mut set = client.refresh(t0()).unwrap();
+        assert!(matches!(client.find_target(&mut set, "app/2.0", t0()), Err(UpdateError::NotFound(_))));
+
+        let empty = TufStore::open(&dir.path().join("empty")).unwrap();
+        let mut client = Client { store: &empty, source: Memory(Some(repository())), offline_fallback: true };
+        assert!(matches!(client.refresh(t0()), Err(UpdateError::NoRoot(_))));
+        assert_eq!(empty.load(tuf::TIMESTAMP).unwrap(), None);
+    }
+}
