@@ -24,7 +24,7 @@ use crate::throttle::{Rate, Throttle};
 use crate::wire;
 use flotte_protocol::ContentHasher;
 use flotte_protocol::Sha256Digest;
-use flotte_protocol::messages::{ContentRequest, ContentResponse};
+use flotte_protocol::messages::{ContentRequest, ContentResponse, StreamRequest};
 use quinn::{Connection, VarInt};
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -167,7 +167,7 @@ async fn receive(
     let Target { path, file, hasher, mut throttle } = target;
     let interrupted = |what: &str, e: &dyn std::fmt::Display| Outcome::Interrupted(format!("{what}: {e}"));
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| interrupted("open content stream", &e))?;
-    let request = ContentRequest { digest, offset, length: Some(size - offset) };
+    let request = StreamRequest::Content(ContentRequest { digest, offset, length: Some(size - offset) });
     wire::write_frame(&mut send, &request, "content").await.map_err(|e| interrupted("send request", &e))?;
     send.finish().map_err(|e| interrupted("finish request", &e))?;
 

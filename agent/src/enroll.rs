@@ -8,6 +8,11 @@
 //! - Nothing is written unless the controller accepted; `enrollment.toml` is
 //!   written last, so it exists only next to a complete identity.
 //! - An existing enrollment is never overwritten.
+//! - The TUF root the admin gave (`--trust-root`) must verify against its
+//!   own keys before anything is sent; it is pinned in the state directory,
+//!   and every later root must chain from it. The controller's word is not
+//!   taken for it: a root fetched from the controller would let whoever
+//!   holds the controller (and its CA key) pick the agent's root of trust.
 
 use crate::durable;
 use crate::enrollment::Enrollment;
@@ -15,7 +20,9 @@ use crate::error::{AgentError, Result};
 use crate::identity;
 use crate::inventory;
 use crate::state_dir::StateDir;
+use crate::tuf_store::TufStore;
 use flotte_protocol::api::{ApiError, EnrollRequest, EnrollResponse};
+use flotte_protocol::tuf::{self, TrustedMetadataSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +42,8 @@ pub struct EnrollOptions {
     pub state: StateDir,
     /// Enroll under this name instead of the OS hostname.
     pub hostname: Option<String>,
+    /// The TUF `root.json` the admin distributes (`flottectl trust init`).
+    pub trust_root: PathBuf,
 }
 
 /// A controller address split into host and port.
@@ -77,6 +86,7 @@ pub fn enroll(opts: &EnrollOptions) -> Result<Enrollment> {
             agent_id: existing.agent_id.to_string(),
         });
     }
+    let root = read_trust_root(&opts.trust_root)?;
     let ca_pem = std::fs::read(&opts.ca).map_err(AgentError::io("read CA certificate", &opts.ca))?;
     let ca = identity::parse_certs(&ca_pem, &opts.ca)?;
 
@@ -94,15 +104,27 @@ pub fn enroll(opts: &EnrollOptions) -> Result<Enrollment> {
     durable::write(&state.agent_key(), key.serialize_pem().as_bytes(), durable::PRIVATE)?;
     durable::write(&state.agent_cert(), response.certificate_pem.as_bytes(), durable::STATE)?;
     durable::write(&state.ca_cert(), &ca_pem, durable::STATE)?;
+    TufStore::open(&state.tuf_dir())?.save(tuf::ROOT, &root)?;
     let enrollment = Enrollment {
         agent_id: response.agent_id,
         controller: target.host,
         quic_port: response.quic_port,
-        trusted_keys: response.trusted_keys,
         hostname: opts.hostname.clone(),
     };
     enrollment.save(state)?;
     Ok(enrollment)
+}
+
+/// Reads `path` (at most the root size limit) and checks that it is a root
+/// signed by its own threshold.
+fn read_trust_root(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(AgentError::io("open TUF root", path))?;
+    let mut bytes = Vec::new();
+    file.take(tuf::MAX_ROOT_LEN as u64 + 1).read_to_end(&mut bytes).map_err(AgentError::io("read TUF root", path))?;
+    TrustedMetadataSet::new(&bytes)
+        .map_err(|e| AgentError::TrustRoot { path: path.to_path_buf(), reason: e.to_string() })?;
+    Ok(bytes)
 }
 
 fn post_enroll(

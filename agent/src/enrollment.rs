@@ -1,5 +1,6 @@
-//! The enrollment record (`enrollment.toml`): who this agent is, where its
-//! controller is, and which release-signing keys it trusts.
+//! The enrollment record (`enrollment.toml`): who this agent is and where
+//! its controller is. (What it trusts for releases is the TUF root pinned at
+//! enrollment, in the state directory's `tuf/`.)
 //!
 //! Guarantee: the file is written durably and last during enrollment, so its
 //! presence means the identity files next to it are complete.
@@ -7,7 +8,7 @@
 use crate::durable;
 use crate::error::{AgentError, Result};
 use crate::state_dir::StateDir;
-use flotte_protocol::{AgentId, PublicKey, TrustedKeys};
+use flotte_protocol::AgentId;
 use serde::{Deserialize, Serialize};
 
 /// What enrollment established.
@@ -22,8 +23,6 @@ pub struct Enrollment {
     pub controller: String,
     /// UDP port of the controller's QUIC endpoint.
     pub quic_port: u16,
-    /// Release-signing public keys, hex.
-    pub trusted_keys: Vec<PublicKey>,
     /// The name given with `enroll --hostname`, reported from then on
     /// (unless the config or `run --hostname` names another).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,35 +44,24 @@ impl Enrollment {
             toml::to_string(self).map_err(|e| AgentError::Encode { what: "enrollment", reason: e.to_string() })?;
         durable::write(&state.enrollment(), text.as_bytes(), durable::STATE)
     }
-
-    /// The keys releases are verified against.
-    pub fn trusted_keys(&self) -> TrustedKeys {
-        TrustedKeys::new(self.trusted_keys.iter().cloned())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotte_protocol::SecretKey;
 
     #[test]
-    fn the_record_round_trips_with_hex_keys() {
+    fn the_record_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
         assert!(matches!(Enrollment::load(&state), Err(AgentError::NotEnrolled { .. })));
-        let key = SecretKey::from_seed([7; 32]).public_key();
         let e = Enrollment {
             agent_id: AgentId("a-1".into()),
             controller: "ctl.example".into(),
             quic_port: 4433,
-            trusted_keys: vec![key.clone()],
             hostname: Some("ws-042".into()),
         };
         e.save(&state).unwrap();
-        let text = std::fs::read_to_string(state.enrollment()).unwrap();
-        assert!(text.contains(&key.to_hex()), "{text}");
         assert_eq!(Enrollment::load(&state).unwrap(), e);
-        assert_eq!(e.trusted_keys().len(), 1);
     }
 }

@@ -12,6 +12,10 @@ use std::path::PathBuf;
 /// Why an agent operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The TUF root given at enrollment is unusable.
+    #[error("TUF root {path} refused: {reason}; pass the root.json written by `flottectl trust init`")]
+    TrustRoot { path: PathBuf, reason: String },
+
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: io::Error },

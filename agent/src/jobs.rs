@@ -115,24 +115,13 @@ impl JobTable {
 mod tests {
     use super::*;
     use crate::job::JobState;
+    use flotte_protocol::ReleaseRef;
     use flotte_protocol::messages::{FailureClass, InstallState};
-    use flotte_protocol::{InstallerKind, ReleaseMetadata, SecretKey, Sha256Digest};
 
     fn assignment(id: u64) -> Assignment {
-        let meta = ReleaseMetadata {
-            name: "app".into(),
-            version: format!("{id}.0"),
-            sha256: Sha256Digest::of(b"x"),
-            size: 1,
-            installer: InstallerKind::Archive,
-            created_at: Timestamp::EPOCH,
-            health: None,
-            detect: None,
-            backup_paths: vec![],
-        };
         Assignment {
             id: AssignmentId(id),
-            release: SecretKey::from_seed([1; 32]).sign_release(&meta),
+            release: ReleaseRef { name: "app".into(), version: format!("{id}.0") },
             issued_at: Timestamp::EPOCH,
         }
     }

@@ -54,7 +54,7 @@ impl Journal {
 mod tests {
     use super::*;
     use crate::job::{JobRecord, JobState};
-    use flotte_protocol::{AssignmentId, SignedRelease, Timestamp};
+    use flotte_protocol::{AssignmentId, ReleaseRef, Timestamp};
 
     #[test]
     fn records_round_trip_and_garbage_is_skipped() {
@@ -63,7 +63,7 @@ mod tests {
         let journal = Journal::open(&state).unwrap();
         let record = JobRecord {
             id: AssignmentId(4),
-            release: SignedRelease { metadata: vec![1, 2, 3], signatures: vec![] },
+            release: ReleaseRef { name: "app".into(), version: "1.0".into() },
             issued_at: Timestamp::from_unix_millis(5),
             received_at: Timestamp::from_unix_millis(6),
             state: JobState::Downloading { offset: 9 },

@@ -30,6 +30,8 @@
 //! - [`service`]: the host's service manager behind one trait: registering
 //!   the agent as a service, readiness, watchdog, stopping (systemd today).
 //! - [`throttle`]: the download bandwidth limit (a pure pacer).
+//! - [`verify`], [`tuf_client`], [`tuf_store`]: releases verified through TUF
+//!   (metadata over QUIC, the client workflow, the persisted trusted metadata).
 //! - [`error`]: the error type of this crate.
 //!
 //! # Invariants
@@ -60,7 +62,9 @@ pub mod service;
 pub mod session;
 pub mod state_dir;
 pub mod throttle;
+pub mod tuf_client;
 pub mod tuf_store;
+pub mod verify;
 pub mod wire;
 
 pub use config::AgentConfig;

@@ -39,6 +39,10 @@ enum Command {
         /// PEM file of the controller CA; the only certificate trusted.
         #[arg(long, value_name = "FILE")]
         ca: PathBuf,
+        /// The fleet's TUF root.json from the admin (`flottectl trust init`);
+        /// the release root of trust, pinned here.
+        #[arg(long, value_name = "FILE")]
+        trust_root: PathBuf,
         /// Where the identity and enrollment are stored.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -171,16 +175,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Enroll { controller, token, ca, state_dir, hostname } => {
+        Command::Enroll { controller, token, ca, trust_root, state_dir, hostname } => {
             init_logging("info");
-            let opts = EnrollOptions { controller, token, ca, state: StateDir::new(&state_dir), hostname };
+            let opts = EnrollOptions { controller, token, ca, state: StateDir::new(&state_dir), hostname, trust_root };
             let e = enroll(&opts)?;
             println!(
-                "enrolled as {} with controller {} (QUIC port {}); {} trusted release key(s); state in {}",
+                "enrolled as {} with controller {} (QUIC port {}); TUF root {} pinned; state in {}",
                 e.agent_id,
                 e.controller,
                 e.quic_port,
-                e.trusted_keys.len(),
+                opts.trust_root.display(),
                 state_dir.display()
             );
             Ok(())

@@ -36,10 +36,10 @@ use crate::quarantine::{self, Quarantine};
 use crate::quic;
 use crate::session::{self, MIN_PROTOCOL_VERSION, Session};
 use crate::state_dir::StateDir;
+use crate::tuf_store::TufStore;
+use crate::verify::Verifier;
 use flotte_protocol::messages::{AgentMessage, ControllerMessage, Hello, Inventory};
-use flotte_protocol::{
-    AssignmentId, InstallerKind, PROTOCOL_VERSION, ReleaseVerifier, Sha256Digest, Timestamp, TrustedKeys,
-};
+use flotte_protocol::{AssignmentId, InstallerKind, PROTOCOL_VERSION, Sha256Digest, Timestamp};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -57,7 +57,8 @@ pub struct Agent {
     config: AgentConfig,
     state: StateDir,
     enrollment: Enrollment,
-    verifier: TrustedKeys,
+    /// Verifies releases through TUF (root pinned at enrollment).
+    verifier: Verifier,
     backends: Arc<Backends>,
     quarantine: Quarantine,
     client: quinn::ClientConfig,
@@ -115,7 +116,7 @@ impl Agent {
             tracing::warn!("this agent was built with crash hooks (feature `failpoints`); do not deploy it");
         }
         Ok(Agent {
-            verifier: enrollment.trusted_keys(),
+            verifier: Verifier::new(TufStore::open(&state.tuf_dir())?),
             quarantine: Quarantine::new(&state),
             config,
             state,
@@ -140,9 +141,6 @@ impl Agent {
     pub async fn run(mut self, mut shutdown: impl Future<Output = ()> + Unpin) {
         let e = &self.enrollment;
         tracing::info!(agent_id = %e.agent_id, controller = %e.controller, quic_port = e.quic_port, "agent starting");
-        if self.verifier.is_empty() {
-            tracing::warn!("no trusted release keys: every assignment will fail verification");
-        }
         self.jobs.resume(now());
         self.drive().await;
         loop {
@@ -353,13 +351,19 @@ impl Agent {
                 tracing::info!(assignment = %id, seq = report.seq, state = report.state.name(), "report");
                 self.send(&AgentMessage::Report(report)).await;
             }
-            JobAction::VerifyMetadata(signed) => {
-                let result = self.verifier.verify(&signed, now());
-                match &result {
-                    Ok(v) => tracing::info!(assignment = %id, release = %v.metadata().label(), "release verified"),
-                    Err(e) => tracing::error!(assignment = %id, error = %e, "release failed verification"),
-                }
-                self.jobs.handle(now(), id, JobEvent::MetadataChecked(result));
+            JobAction::VerifyMetadata(release) => {
+                let (verifier, connection, tx) = (self.verifier.clone(), self.connection(), self.events_tx.clone());
+                tokio::spawn(async move {
+                    let result = verifier.verify(connection, release, now()).await;
+                    match &result {
+                        Ok(v) => {
+                            let label = v.metadata().label();
+                            tracing::info!(assignment = %id, release = %label, role = v.role(), "release verified");
+                        }
+                        Err(e) => tracing::error!(assignment = %id, error = %e, "release failed verification"),
+                    }
+                    let _ = tx.send((id, JobEvent::MetadataChecked(result)));
+                });
             }
             JobAction::LookUpPackage { name } => {
                 let kind = self.jobs.get(id).and_then(|j| j.record().package.as_ref()).map(|p| p.installer);
@@ -469,10 +473,7 @@ impl Agent {
             let _ = old.handle.await;
         }
         // Without a link only a file that is already complete can be had.
-        let connection = match (&self.link, &self.link_error) {
-            (Some(link), None) => Some(link.connection().clone()),
-            _ => None,
-        };
+        let connection = self.connection();
         let path = self.state.download(&digest);
         let limit = self.config.download_bandwidth_limit;
         let tx = self.events_tx.clone();
@@ -492,6 +493,14 @@ impl Agent {
             let _ = tx.send((id, event));
         });
         self.fetch = Some(FetchTask { id, attempt, handle });
+    }
+
+    /// The controller connection, if the session is up.
+    fn connection(&self) -> Option<quinn::Connection> {
+        match (&self.link, &self.link_error) {
+            (Some(link), None) => Some(link.connection().clone()),
+            _ => None,
+        }
     }
 
     /// Sends on the control stream if connected; a failure ends the session.

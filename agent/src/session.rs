@@ -26,7 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long closing waits for the close to reach the controller.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The oldest protocol version this agent speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// A live, welcomed connection.
 #[derive(Debug)]

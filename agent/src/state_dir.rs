@@ -5,7 +5,9 @@
 //!   identity/agent.key     ECDSA P-256 private key, PEM, mode 0600
 //!   identity/agent.crt     client certificate issued at enrollment
 //!   identity/ca.crt        the controller CA, the only trust anchor
-//!   enrollment.toml        agent id, controller host, QUIC port, trusted keys
+//!   enrollment.toml        agent id, controller host, QUIC port
+//!   tuf/                   trusted TUF metadata (root pinned at enrollment,
+//!                          then timestamp, snapshot, targets, delegated roles)
 //!   outbox.json            unacknowledged reports and the next sequence number
 //!   jobs/<id>.json         one journal record per assignment
 //!   downloads/<sha256>.part  content being fetched
@@ -69,6 +71,11 @@ impl StateDir {
 
     pub fn enrollment(&self) -> PathBuf {
         self.root.join("enrollment.toml")
+    }
+
+    /// The trusted TUF metadata (`tuf_store::TufStore`).
+    pub fn tuf_dir(&self) -> PathBuf {
+        self.root.join("tuf")
     }
 
     pub fn outbox(&self) -> PathBuf {

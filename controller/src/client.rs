@@ -5,10 +5,10 @@
 //! TLS 1.3. Errors from the API keep the server's message and hint.
 
 use flotte_protocol::api::{
-    AgentView, ApiError, AssignmentView, DeployRequest, DeploymentView, KeyRequest, KeyView, PublishRequest,
-    ReleaseView, ReportView, RolloutRequest, RolloutView, TokenRequest, TokenResponse,
+    AgentView, ApiError, AssignmentView, DeployRequest, DeploymentView, OnlineKeysView, ReleaseView, ReportView,
+    RolloutRequest, RolloutView, TokenRequest, TokenResponse, TufUploadView,
 };
-use flotte_protocol::{AgentId, PublicKey, Sha256Digest, SignedRelease};
+use flotte_protocol::{AgentId, Sha256Digest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -114,12 +114,55 @@ impl AdminClient {
         self.get(&format!("/v1/agents/{}/reports", agent.0))
     }
 
-    pub fn add_key(&self, public_key: &PublicKey) -> Result<KeyView, ClientError> {
-        self.post("/v1/keys", &KeyRequest { public_key: public_key.clone() })
+    /// The controller's online TUF keys (timestamp, snapshot).
+    pub fn tuf_online_keys(&self) -> Result<OnlineKeysView, ClientError> {
+        self.get("/v1/tuf/online-keys")
     }
 
-    pub fn keys(&self) -> Result<Vec<KeyView>, ClientError> {
-        self.get("/v1/keys")
+    /// Uploads a root (the first, or the next of the chain).
+    pub fn upload_root(&self, bytes: &[u8]) -> Result<TufUploadView, ClientError> {
+        self.put_bytes("/v1/tuf/root", bytes)
+    }
+
+    /// Uploads a targets role (`targets` or a delegated role) signed offline.
+    pub fn upload_role(&self, role: &str, bytes: &[u8]) -> Result<TufUploadView, ClientError> {
+        let role = flotte_protocol::tuf::path::quote(role, "");
+        self.put_bytes(&format!("/v1/tuf/roles/{role}"), bytes)
+    }
+
+    /// A TUF metadata file (`root.json` is the newest root); `None` if the
+    /// repository has none.
+    pub fn tuf_metadata(&self, file: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        let url = self.url(&format!("/v1/tuf/metadata/{}", flotte_protocol::tuf::path::quote(file, ".")));
+        let response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &self.auth())
+            .call()
+            .map_err(|source| ClientError::Transport { url, source })?;
+        if response.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        let mut response = check(response)?;
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(flotte_protocol::tuf::MAX_TARGETS_LEN as u64)
+            .read_to_vec()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok(Some(bytes))
+    }
+
+    fn put_bytes<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let response = self
+            .agent
+            .put(&url)
+            .header("Authorization", &self.auth())
+            .header("Content-Type", "application/json")
+            .send(bytes)
+            .map_err(|source| ClientError::Transport { url, source })?;
+        decode(response)
     }
 
     /// Streams a file to the content store under its digest.
@@ -136,10 +179,6 @@ impl AdminClient {
             .send(ureq::SendBody::from_reader(&mut file))
             .map_err(|source| ClientError::Transport { url, source })?;
         check(response).map(|_| ())
-    }
-
-    pub fn publish(&self, release: &SignedRelease) -> Result<ReleaseView, ClientError> {
-        self.post("/v1/releases", &PublishRequest { release: release.clone() })
     }
 
     pub fn releases(&self) -> Result<Vec<ReleaseView>, ClientError> {

@@ -2,15 +2,17 @@
 //!
 //! ```text
 //! DATA/controller.toml   configuration
-//! DATA/controller.db     SQLite: agents, tokens, keys, releases, assignments, reports
+//! DATA/controller.db     SQLite: agents, tokens, TUF metadata, releases, assignments, reports
 //! DATA/ca.crt, ca.key    the controller's own CA (key 0600)
 //! DATA/server.crt, .key  the TLS server certificate for QUIC and HTTPS
 //! DATA/content/          package content by sha256
 //! DATA/quic-reset.key    QUIC stateless-reset secret (0600), stable across restarts
+//! DATA/tuf-timestamp.key, tuf-snapshot.key  the online TUF keys (0600)
 //! ```
 //!
-//! Release-signing keys are *not* here: a stolen data directory must not be
-//! enough to publish a release agents accept.
+//! The offline TUF keys (root, targets, delegated roles) are *not* here: a
+//! stolen data directory can re-sign snapshot and timestamp, but not a
+//! targets entry agents accept.
 //!
 //! Files are written with write-temp → fsync → rename → fsync(dir).
 

@@ -12,6 +12,7 @@
 //! - [`hub`]: which agents are connected right now, and how to wake their sessions.
 //! - [`quic`]: the QUIC endpoint: one session per agent connection, content streams.
 //! - [`rollout`]: the pure rollout engine (waves, thresholds, soak, halts).
+//! - [`tuf`]: the controller as a TUF repository (online roles, uploads, re-signing).
 //! - [`api`]: the HTTPS/JSON admin and enrollment API.
 //! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
 //! - [`server`]: wires the above into one running controller.
@@ -36,5 +37,6 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tuf;
 
 pub use error::ControllerError;

@@ -26,6 +26,8 @@ pub struct Services {
     pub ca: Ca,
     /// Tells the rollout driver that a rollout has news.
     pub rollouts: crate::rollout::driver::Nudge,
+    /// The online TUF keys (timestamp, snapshot); the only TUF keys here.
+    pub tuf_keys: crate::tuf::online::OnlineKeys,
 }
 
 impl Services {
@@ -82,6 +84,7 @@ pub async fn run(
         hub: Hub::new(),
         ca: Ca::load(&dir)?,
         config: config.clone(),
+        tuf_keys: crate::tuf::online::OnlineKeys::load_or_create(&dir)?,
     });
 
     let endpoint = bind_quic(&dir, &config)?;
@@ -106,6 +109,10 @@ pub async fn run(
     let driver_task = tokio::spawn(crate::rollout::driver::run(services.clone(), news, async move {
         let _ = driver_stop.changed().await;
     }));
+    let mut tuf_stop = stop_rx.clone();
+    let tuf_task = tokio::spawn(crate::tuf::repository::run_timer(services.clone(), async move {
+        let _ = tuf_stop.changed().await;
+    }));
     let mut quic_stop = stop_rx;
     let quic_task = tokio::spawn(quic::serve(endpoint.clone(), services, async move {
         let _ = quic_stop.changed().await;
@@ -116,6 +123,7 @@ pub async fn run(
     let _ = api_task.await;
     let _ = quic_task.await;
     let _ = driver_task.await;
+    let _ = tuf_task.await;
     endpoint.wait_idle().await;
     Ok(())
 }

@@ -15,9 +15,9 @@
 //! - The store never reads the clock; callers pass `now`.
 
 use crate::error::ControllerError;
-use flotte_protocol::api::{AgentView, AssignmentView, DeploymentView, KeyView, ReleaseView, ReportView};
+use flotte_protocol::api::{AgentView, AssignmentView, DeploymentView, ReleaseView, ReportView};
 use flotte_protocol::messages::{Assignment, Hello, InstallState, InstalledPackage, Inventory, Report};
-use flotte_protocol::{AgentId, AssignmentId, InstallerKind, PublicKey, SignedRelease, Timestamp, VerifiedRelease};
+use flotte_protocol::{AgentId, AssignmentId, InstallerKind, ReleaseMetadata, ReleaseRef, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use std::path::Path;
@@ -141,6 +141,20 @@ const MIGRATIONS: &[M<'static>] = &[
     // The agent's whole last inventory (JSON `Inventory`); '' until the
     // agent first connects. The columns above keep the fields lists filter on.
     M::up("ALTER TABLE agents ADD COLUMN inventory TEXT NOT NULL DEFAULT '';"),
+    // TUF: the repository's metadata files (every root version, targets and
+    // delegated roles, snapshot, timestamp). Releases are now the targets
+    // entries of verified roles; the single-key release signatures go.
+    M::up(
+        "CREATE TABLE tuf_metadata (
+        file TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        expires BIGINT NOT NULL,
+        bytes BLOB NOT NULL
+    );
+    DROP TABLE signing_keys;
+    ALTER TABLE releases DROP COLUMN signed;",
+    ),
     // A rollout is rolled back at most once, even by two racing requests.
     M::up("CREATE UNIQUE INDEX rollbacks_once ON rollbacks (rollback_of);"),
 ];
@@ -350,59 +364,27 @@ impl Store {
         .collect()
     }
 
-    // ---- signing keys ----
-
-    pub fn add_signing_key(&self, key: &PublicKey, now: Timestamp) -> Result<KeyView, ControllerError> {
-        self.conn().execute(
-            "INSERT INTO signing_keys (key_id, public_key, added_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (key_id) DO NOTHING",
-            params![key.key_id().to_string(), key.to_hex(), ts(now)],
-        )?;
-        self.list_signing_keys()?
-            .into_iter()
-            .find(|k| k.key_id == key.key_id())
-            .ok_or_else(|| ControllerError::Corrupt("signing key vanished after insert".into()))
-    }
-
-    pub fn list_signing_keys(&self) -> Result<Vec<KeyView>, ControllerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT public_key, added_at FROM signing_keys ORDER BY added_at")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        rows.map(|row| {
-            let (hex_key, added) = row?;
-            let bytes: [u8; 32] = hex::decode(&hex_key)
-                .ok()
-                .and_then(|v| v.try_into().ok())
-                .ok_or_else(|| ControllerError::Corrupt(format!("signing key {hex_key:?}")))?;
-            let public_key = PublicKey::from_bytes(&bytes).map_err(|e| corrupt("signing key")(e.to_string()))?;
-            Ok(KeyView { key_id: public_key.key_id(), public_key, added_at: from_ts(added) })
-        })
-        .collect()
-    }
-
     // ---- releases ----
 
-    /// Stores a verified release. Returns `false` if that name and version
-    /// already exist (releases are immutable).
-    pub fn insert_release(
-        &self,
-        signed: &SignedRelease,
-        verified: &VerifiedRelease,
+    /// Adds a release from a verified targets role (`role` signed it) in
+    /// transaction `tx`. Returns `false` if that name and version already
+    /// exist (releases are immutable).
+    pub fn insert_release_tx(
+        tx: &rusqlite::Transaction<'_>,
+        m: &ReleaseMetadata,
+        role: &str,
         now: Timestamp,
     ) -> Result<bool, ControllerError> {
-        let m = verified.metadata();
-        let blob = postcard::to_stdvec(signed).map_err(|e| ControllerError::Other(e.to_string()))?;
-        let n = self.conn().execute(
-            "INSERT INTO releases (name, version, sha256, size, installer, signed_by, signed, published_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (name, version) DO NOTHING",
+        let n = tx.execute(
+            "INSERT INTO releases (name, version, sha256, size, installer, signed_by, published_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name, version) DO NOTHING",
             params![
                 m.name,
                 m.version,
                 m.sha256.to_hex(),
                 i64::try_from(m.size).unwrap_or(i64::MAX),
                 m.installer.to_string(),
-                verified.signed_by().to_string(),
-                blob,
+                role,
                 ts(now)
             ],
         )?;
@@ -447,9 +429,7 @@ impl Store {
                     .map_err(|e: flotte_protocol::digest::ParseDigestError| corrupt("release sha256")(e.to_string()))?,
                 size: u64::try_from(size).unwrap_or(0),
                 installer: installer.parse::<InstallerKind>().map_err(corrupt("release installer"))?,
-                signed_by: flotte_protocol::KeyId(signed_by.parse().map_err(
-                    |e: flotte_protocol::digest::ParseDigestError| corrupt("release key id")(e.to_string()),
-                )?),
+                signed_by,
                 published_at: from_ts(published),
             })
         })
@@ -477,24 +457,23 @@ impl Store {
     }
 
     /// Assignments of `agent` that have not reached a terminal state, oldest
-    /// first, with the signed release each one installs.
+    /// first, with the release each one installs.
     pub fn pending_assignments(&self, agent: &AgentId) -> Result<Vec<Assignment>, ControllerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT a.id, r.signed, d.created_at FROM assignments a
+            "SELECT a.id, a.name, a.version, d.created_at FROM assignments a
              JOIN releases r ON r.name = a.name AND r.version = a.version
              JOIN deployments d ON d.id = a.deployment_id
              WHERE a.agent_id = ?1 AND a.terminal = 0 ORDER BY a.id",
         )?;
-        let rows = stmt
-            .query_map(params![agent.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?)))?;
-        rows.map(|row| {
-            let (id, blob, created) = row?;
-            let release: SignedRelease =
-                postcard::from_bytes(&blob).map_err(|e| corrupt("stored release")(e.to_string()))?;
-            Ok(Assignment { id: AssignmentId(u64::try_from(id).unwrap_or(0)), release, issued_at: from_ts(created) })
-        })
-        .collect()
+        let rows = stmt.query_map(params![agent.0], |r| {
+            Ok(Assignment {
+                id: AssignmentId(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                release: ReleaseRef { name: r.get(1)?, version: r.get(2)? },
+                issued_at: from_ts(r.get(3)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Whether `agent` has an assignment whose release has content `digest`.
@@ -638,8 +617,8 @@ fn parse_state(state: Option<&str>) -> Result<Option<InstallState>, ControllerEr
 mod tests {
     use super::*;
     use crate::rollout::{Rollout, RolloutPolicy};
+    use flotte_protocol::Sha256Digest;
     use flotte_protocol::api::Target;
-    use flotte_protocol::{ReleaseMetadata, ReleaseVerifier, SecretKey, Sha256Digest, TrustedKeys};
 
     const T0: Timestamp = Timestamp::from_unix_millis(1_000_000);
 
@@ -655,8 +634,7 @@ mod tests {
     }
 
     fn published(store: &Store) {
-        let key = SecretKey::from_seed([7; 32]);
-        let signed = key.sign_release(&ReleaseMetadata {
+        let release = ReleaseMetadata {
             name: "app".into(),
             version: "1.0".into(),
             sha256: Sha256Digest::of(b"x"),
@@ -666,10 +644,12 @@ mod tests {
             health: None,
             detect: None,
             backup_paths: vec![],
-        });
-        let verified = TrustedKeys::new([key.public_key()]).verify(&signed, T0).unwrap();
-        assert!(store.insert_release(&signed, &verified, T0).unwrap());
-        assert!(!store.insert_release(&signed, &verified, T0).unwrap(), "releases are immutable");
+        };
+        let mut conn = store.conn();
+        let tx = conn.transaction().unwrap();
+        assert!(Store::insert_release_tx(&tx, &release, "targets", T0).unwrap());
+        assert!(!Store::insert_release_tx(&tx, &release, "targets", T0).unwrap(), "releases are immutable");
+        tx.commit().unwrap();
     }
 
     fn report(seq: u64, assignment: AssignmentId, state: InstallState) -> Report {

@@ -9,9 +9,16 @@
 //! - `POST /v1/enrollment-tokens` — [`TokenRequest`] → [`TokenResponse`].
 //! - `GET /v1/agents` — `[AgentView]`.
 //! - `GET /v1/agents/{id}/reports` — `[ReportView]`.
-//! - `POST /v1/keys` — [`KeyRequest`] → [`KeyView`]; `GET /v1/keys` — `[KeyView]`.
 //! - `PUT /v1/content/{sha256}` — raw bytes; stored only if they hash to `sha256`.
-//! - `POST /v1/releases` — [`PublishRequest`] → [`ReleaseView`]; `GET /v1/releases`.
+//! - `GET /v1/tuf/online-keys` — [`OnlineKeysView`], the controller's
+//!   timestamp and snapshot keys.
+//! - `PUT /v1/tuf/root` — raw `root.json` bytes: the first root, or the next
+//!   version of the chain → [`TufUploadView`].
+//! - `PUT /v1/tuf/roles/{role}` — raw targets (or delegated targets) metadata
+//!   signed offline → [`TufUploadView`], listing the releases it added.
+//! - `GET /v1/tuf/metadata/{file}` — raw metadata (`root.json`, `N.root.json`,
+//!   `timestamp.json`, `snapshot.json`, `targets.json`, `ROLE.json`).
+//! - `GET /v1/releases` — `[ReleaseView]`.
 //! - `POST /v1/deployments` — [`DeployRequest`] → [`DeploymentView`];
 //!   `GET /v1/deployments`, `GET /v1/deployments/{id}`.
 //! - `GET /v1/assignments` — `[AssignmentView]`, the per-agent status.
@@ -27,7 +34,7 @@ use crate::digest::Sha256Digest;
 use crate::ids::{AgentId, AssignmentId, Timestamp};
 use crate::messages::{InstallState, InstalledPackage, Inventory};
 use crate::release::InstallerKind;
-use crate::signing::{KeyId, PublicKey, SignedRelease};
+use crate::signing::PublicKey;
 use serde::{Deserialize, Serialize};
 
 /// An agent asks to join the fleet.
@@ -48,8 +55,6 @@ pub struct EnrollResponse {
     pub agent_id: AgentId,
     /// The agent's client certificate, signed by the controller's CA.
     pub certificate_pem: String,
-    /// The release-signing keys the agent will trust.
-    pub trusted_keys: Vec<PublicKey>,
     /// UDP port of the QUIC endpoint (usually the same number as the API's
     /// TCP port).
     pub quic_port: u16,
@@ -83,22 +88,21 @@ pub struct AgentView {
     pub inventory: Option<Inventory>,
 }
 
+/// The controller's online TUF keys: the ones `flottectl trust init` puts
+/// into root for the timestamp and snapshot roles.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyRequest {
-    pub public_key: PublicKey,
+pub struct OnlineKeysView {
+    pub timestamp: PublicKey,
+    pub snapshot: PublicKey,
 }
 
+/// What an accepted TUF metadata upload changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyView {
-    pub key_id: KeyId,
-    pub public_key: PublicKey,
-    pub added_at: Timestamp,
-}
-
-/// Publishes a release whose content was uploaded first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishRequest {
-    pub release: SignedRelease,
+pub struct TufUploadView {
+    pub role: String,
+    pub version: u64,
+    /// Releases the upload added to the catalogue (targets roles only).
+    pub releases: Vec<ReleaseView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +112,8 @@ pub struct ReleaseView {
     pub sha256: Sha256Digest,
     pub size: u64,
     pub installer: InstallerKind,
-    pub signed_by: KeyId,
+    /// The TUF targets role that signed it (`targets` or a delegated role).
+    pub signed_by: String,
     pub published_at: Timestamp,
 }
 

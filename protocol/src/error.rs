@@ -1,8 +1,6 @@
 //! Error types of the protocol crate. Every variant says what was wrong with
 //! the input; none of them is ever produced by a panic.
 
-use crate::signing::KeyId;
-
 /// A frame could not be encoded or decoded.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -37,12 +35,19 @@ pub enum NameError {
 /// A signed release failed verification. The release must not be used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
-    #[error("release carries no signature")]
-    Unsigned,
-    #[error("release is signed by key {key_id}, which this agent does not trust")]
-    UnknownKey { key_id: KeyId },
-    #[error("signature by key {key_id} does not match the release metadata")]
-    BadSignature { key_id: KeyId },
+    /// The TUF client workflow refused the metadata (role, version, reason).
+    #[error("{0}")]
+    Tuf(#[from] crate::tuf::TufError),
+    /// The verified targets do not list the release.
+    #[error("no trusted targets role lists {target}")]
+    NotInTargets { target: String },
+    /// The verified targets entry does not describe an installable release.
+    #[error("target {target} {reason}")]
+    Target { target: String, reason: String },
+    /// The agent could not run the client workflow (metadata unavailable,
+    /// nothing persisted to fall back on, or its metadata store failed).
+    #[error("TUF metadata unavailable: {reason}")]
+    Unavailable { reason: String },
     #[error("signed release metadata is malformed: {reason}")]
     MalformedMetadata { reason: String },
     #[error("signed release metadata has an invalid name: {0}")]

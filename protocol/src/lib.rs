@@ -10,8 +10,8 @@
 //! - [`digest`]: SHA-256 digests and an incremental content hasher.
 //! - [`release`]: release metadata (name, version, sha256, size, installer kind)
 //!   and the rules for package names and versions.
-//! - [`signing`]: ed25519 keys, signed releases and the [`signing::ReleaseVerifier`]
-//!   interface the agent verifies through.
+//! - [`signing`]: ed25519 key files, the release an assignment names, and
+//!   [`VerifiedRelease`], which only TUF verification produces.
 //! - [`messages`]: every message on a control or content stream.
 //! - [`frame`]: length-prefixed frames with a hard size limit.
 //! - [`api`]: resources of the controller's HTTPS/JSON API (enrollment, admin).
@@ -32,7 +32,7 @@ pub use digest::{ContentHasher, Sha256Digest};
 pub use error::{FrameError, KeyError, NameError, SpecError, VerifyError};
 pub use ids::{AgentId, AssignmentId, Timestamp};
 pub use release::{DetectRule, HealthCheck, HealthSpec, InstallerKind, ReleaseMetadata};
-pub use signing::{KeyId, PublicKey, ReleaseVerifier, SecretKey, SignedRelease, TrustedKeys, VerifiedRelease};
+pub use signing::{PublicKey, ReleaseRef, SecretKey, VerifiedRelease};
 
 /// The ALPN protocol id both QUIC peers must offer. A peer that does not
 /// speak it fails the TLS handshake.
@@ -40,4 +40,4 @@ pub const ALPN: &[u8] = b"flotte/1";
 
 /// The protocol version this build speaks, exchanged in `Hello`/`Welcome`
 /// at the start of every connection.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

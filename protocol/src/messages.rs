@@ -7,17 +7,23 @@
 //!   closes). After that the controller pushes assignments and
 //!   cancellations; the agent sends reports, which the controller acks by
 //!   sequence number.
-//! - **Content streams.** For each download (or resumed download) the agent
-//!   opens a new bidirectional stream and sends one [`ContentRequest`]. The
-//!   controller answers one [`ContentResponse`] frame followed, on success,
-//!   by exactly `length` raw bytes, then finishes the stream.
+//! - **Request streams** (protocol 2). For each download (or resumed
+//!   download) and each TUF metadata file the agent opens a new
+//!   bidirectional stream and sends one [`StreamRequest`]:
+//!   - [`StreamRequest::Content`]: the controller answers one
+//!     [`ContentResponse`] frame followed, on success, by exactly `length`
+//!     raw bytes, then finishes the stream.
+//!   - [`StreamRequest::Metadata`]: the controller answers one
+//!     [`MetadataResponse`] frame followed, on success, by exactly `length`
+//!     raw bytes. The agent reads at most the size limit of the role it asked
+//!     for, whatever `length` says.
 //!
 //! No message carries the agent's identity: the controller takes it from
 //! the client certificate of the connection.
 
 use crate::digest::Sha256Digest;
 use crate::ids::{AgentId, AssignmentId, Timestamp};
-use crate::signing::SignedRelease;
+use crate::signing::ReleaseRef;
 use serde::{Deserialize, Serialize};
 
 /// Agent → controller on the control stream.
@@ -123,9 +129,9 @@ pub struct InstalledPackage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub id: AssignmentId,
-    /// The release, as signed by its publisher. The agent verifies it itself;
-    /// the controller's word is not enough.
-    pub release: SignedRelease,
+    /// The release to install. Only a name: the agent takes everything else
+    /// from the TUF targets metadata it verifies itself.
+    pub release: ReleaseRef,
     pub issued_at: Timestamp,
 }
 
@@ -312,6 +318,33 @@ pub enum ContentResponse {
     NotFound,
     /// `offset` is past the end of the content.
     BadRange { total_size: u64 },
+}
+
+/// The first frame of every stream the agent opens after the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamRequest {
+    /// Package bytes by digest and range.
+    Content(ContentRequest),
+    /// One TUF metadata file.
+    Metadata(MetadataRequest),
+}
+
+/// Asks for one TUF metadata file by its repository file name:
+/// `N.root.json`, `timestamp.json`, `snapshot.json`, `targets.json` or
+/// `ROLE.json` (the delegated role name percent-encoded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataRequest {
+    pub file: String,
+}
+
+/// The controller's answer on a metadata stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataResponse {
+    /// `length` raw bytes follow.
+    Ok { length: u64 },
+    /// The repository has no such file (the end of the root chain, or an
+    /// unknown role).
+    NotFound,
 }
 
 #[cfg(test)]

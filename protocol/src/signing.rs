@@ -1,55 +1,29 @@
-//! Signing and verifying releases with ed25519.
+//! Release keys and what an assignment says about a release.
 //!
-//! The signature covers the exact encoded metadata bytes, prefixed with a
-//! domain separator, and the verifier decodes the metadata only *after* a
-//! trusted signature checked out: the agent acts on exactly the bytes that
-//! were signed. Verification uses `verify_strict`, which refuses weak keys and
-//! malleable signatures.
-//!
-//! The agent depends only on the [`ReleaseVerifier`] trait. Today
-//! [`TrustedKeys`] implements it (any one trusted key suffices); the TUF roles
-//! of a later issue slot in as a second implementation.
+//! - [`SecretKey`] / [`PublicKey`]: the ed25519 key files `flottectl trust`
+//!   writes for the offline TUF roles (root, targets, delegated roles); they
+//!   are turned into `tuf::repo::Ed25519Signer`s for signing.
+//! - [`ReleaseRef`]: the release an assignment names, an unverified claim.
+//! - [`VerifiedRelease`]: release metadata that came out of a verified TUF
+//!   targets entry; nothing else can construct one.
 
-use crate::digest::Sha256Digest;
-use crate::error::{KeyError, VerifyError};
-use crate::frame::decode_exact;
-use crate::ids::Timestamp;
+use crate::error::KeyError;
 use crate::release::ReleaseMetadata;
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::BTreeMap;
 use std::fmt;
 
-/// Prefix of every signed message, so a release signature can never be
-/// replayed as a signature over anything else.
-const RELEASE_DOMAIN: &[u8] = b"flotte-release-v1\0";
 const SECRET_HEADER: &str = "flotte-ed25519-secret-key";
 const PUBLIC_HEADER: &str = "flotte-ed25519-public-key";
-
-/// Identifies a public key: the SHA-256 of its 32 bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KeyId(pub Sha256Digest);
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_hex())
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", &self.0.to_hex()[..16])
-    }
-}
 
 /// An ed25519 public key that releases can be verified against.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey(VerifyingKey);
 
 impl PublicKey {
-    pub fn key_id(&self) -> KeyId {
-        KeyId(Sha256Digest::of(self.0.as_bytes()))
+    /// The 32 public bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
@@ -98,8 +72,8 @@ impl<'de> Deserialize<'de> for PublicKey {
     }
 }
 
-/// An ed25519 signing key. Held by admins (or a CI pipeline), never by the
-/// controller by default.
+/// An ed25519 signing key of an offline TUF role. Held by admins (or a CI
+/// pipeline), never by the controller.
 pub struct SecretKey(SigningKey);
 
 impl SecretKey {
@@ -122,14 +96,9 @@ impl SecretKey {
         parse_key_file(text, SECRET_HEADER, "secret").map(Self::from_seed)
     }
 
-    /// Signs `metadata`, producing the form that travels to agents.
-    pub fn sign_release(&self, metadata: &ReleaseMetadata) -> SignedRelease {
-        let bytes = postcard::to_stdvec(metadata).unwrap_or_default();
-        let signature = self.0.sign(&signed_message(&bytes));
-        SignedRelease {
-            metadata: bytes,
-            signatures: vec![ReleaseSignature { key_id: self.public_key().key_id(), signature: signature.to_bytes() }],
-        }
+    /// The 32 secret bytes, for a TUF signer.
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
     }
 }
 
@@ -151,203 +120,52 @@ fn parse_key_file(text: &str, header: &'static str, expected: &'static str) -> R
         .ok_or(KeyError::BadEncoding { len: 32 })
 }
 
-fn signed_message(metadata: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(RELEASE_DOMAIN.len() + metadata.len());
-    m.extend_from_slice(RELEASE_DOMAIN);
-    m.extend_from_slice(metadata);
-    m
-}
-
-/// One signature over a release's metadata bytes.
+/// Names the release an assignment asks for. It is only a claim: the agent
+/// finds the release's metadata in the TUF targets it verified itself, and
+/// uses this name for nothing but that look-up and its failure report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleaseSignature {
-    pub key_id: KeyId,
-    #[serde(with = "signature_bytes")]
-    pub signature: [u8; 64],
+pub struct ReleaseRef {
+    pub name: String,
+    pub version: String,
 }
 
-/// Release metadata as it travels: the exact signed bytes plus signatures.
-/// Nothing may read `metadata` except through a [`ReleaseVerifier`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedRelease {
-    /// postcard-encoded [`ReleaseMetadata`], exactly as signed.
-    pub metadata: Vec<u8>,
-    pub signatures: Vec<ReleaseSignature>,
+impl ReleaseRef {
+    /// `name@version`.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
 }
 
-/// Metadata that passed verification. Only a [`ReleaseVerifier`] can make
-/// one, so a function that takes it cannot be handed unverified metadata.
+/// Metadata that passed verification. Only
+/// [`crate::tuf::release::verified_release`] makes one, so a function that
+/// takes it cannot be handed unverified metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedRelease {
     metadata: ReleaseMetadata,
-    signed_by: KeyId,
+    role: String,
 }
 
 impl VerifiedRelease {
+    pub(crate) fn new(metadata: ReleaseMetadata, role: String) -> Self {
+        VerifiedRelease { metadata, role }
+    }
+
     pub fn metadata(&self) -> &ReleaseMetadata {
         &self.metadata
     }
 
-    /// The trusted key whose signature was accepted.
-    pub fn signed_by(&self) -> KeyId {
-        self.signed_by
-    }
-}
-
-/// Decides whether a signed release may be acted on. `now` is passed in so
-/// that implementations with expiry (TUF) stay free of the clock.
-pub trait ReleaseVerifier: Send + Sync {
-    fn verify(&self, release: &SignedRelease, now: Timestamp) -> Result<VerifiedRelease, VerifyError>;
-}
-
-/// A set of trusted ed25519 keys; a release signed by any one of them is
-/// accepted. Given to each agent at enrollment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrustedKeys {
-    keys: BTreeMap<KeyId, PublicKey>,
-}
-
-impl TrustedKeys {
-    pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Self {
-        TrustedKeys { keys: keys.into_iter().map(|k| (k.key_id(), k)).collect() }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &PublicKey> {
-        self.keys.values()
-    }
-}
-
-impl ReleaseVerifier for TrustedKeys {
-    fn verify(&self, release: &SignedRelease, _now: Timestamp) -> Result<VerifiedRelease, VerifyError> {
-        let first = release.signatures.first().ok_or(VerifyError::Unsigned)?;
-        let message = signed_message(&release.metadata);
-        let mut accepted = None;
-        for sig in &release.signatures {
-            let Some(key) = self.keys.get(&sig.key_id) else { continue };
-            let signature = ed25519_dalek::Signature::from_bytes(&sig.signature);
-            // A bad signature under a trusted key is an attack or corruption:
-            // refuse the whole release rather than looking for another one.
-            key.0.verify_strict(&message, &signature).map_err(|_| VerifyError::BadSignature { key_id: sig.key_id })?;
-            accepted.get_or_insert(sig.key_id);
-        }
-        let signed_by = accepted.ok_or(VerifyError::UnknownKey { key_id: first.key_id })?;
-        let metadata: ReleaseMetadata = decode_exact("release metadata", &release.metadata)
-            .map_err(|e| VerifyError::MalformedMetadata { reason: e.to_string() })?;
-        metadata.validate()?;
-        Ok(VerifiedRelease { metadata, signed_by })
-    }
-}
-
-mod signature_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() { s.serialize_str(&hex::encode(sig)) } else { s.serialize_bytes(sig) }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let bytes = if d.is_human_readable() {
-            hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)?
-        } else {
-            <Vec<u8>>::deserialize(d)?
-        };
-        bytes.try_into().map_err(|_| serde::de::Error::custom("signature must be 64 bytes"))
+    /// The TUF targets role whose signatures vouched for the release.
+    pub fn role(&self) -> &str {
+        &self.role
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::release::InstallerKind;
 
     fn key(seed: u8) -> SecretKey {
         SecretKey::from_seed([seed; 32])
-    }
-
-    fn metadata() -> ReleaseMetadata {
-        ReleaseMetadata {
-            name: "app".into(),
-            version: "1.2.0".into(),
-            sha256: Sha256Digest::of(b"content"),
-            size: 7,
-            installer: InstallerKind::Archive,
-            created_at: Timestamp::from_unix_millis(1),
-            health: None,
-            detect: None,
-            backup_paths: vec![],
-        }
-    }
-
-    #[test]
-    fn a_release_signed_by_a_trusted_key_verifies_to_its_metadata() {
-        let k = key(1);
-        let verified =
-            TrustedKeys::new([k.public_key()]).verify(&k.sign_release(&metadata()), Timestamp::EPOCH).unwrap();
-        assert_eq!(verified.metadata(), &metadata());
-        assert_eq!(verified.signed_by(), k.public_key().key_id());
-    }
-
-    #[test]
-    fn flipping_any_metadata_byte_breaks_the_signature() {
-        let k = key(1);
-        let trusted = TrustedKeys::new([k.public_key()]);
-        let signed = k.sign_release(&metadata());
-        for i in 0..signed.metadata.len() {
-            let mut tampered = signed.clone();
-            tampered.metadata[i] ^= 0x01;
-            assert_eq!(
-                trusted.verify(&tampered, Timestamp::EPOCH),
-                Err(VerifyError::BadSignature { key_id: k.public_key().key_id() }),
-                "byte {i}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_signature_by_an_unknown_key_is_refused_by_name() {
-        let stranger = key(2);
-        let err = TrustedKeys::new([key(1).public_key()]).verify(&stranger.sign_release(&metadata()), Timestamp::EPOCH);
-        assert_eq!(err, Err(VerifyError::UnknownKey { key_id: stranger.public_key().key_id() }));
-    }
-
-    #[test]
-    fn an_unsigned_release_is_refused() {
-        let mut signed = key(1).sign_release(&metadata());
-        signed.signatures.clear();
-        assert_eq!(
-            TrustedKeys::new([key(1).public_key()]).verify(&signed, Timestamp::EPOCH),
-            Err(VerifyError::Unsigned)
-        );
-    }
-
-    #[test]
-    fn a_key_id_swapped_onto_a_foreign_signature_is_a_bad_signature() {
-        let trusted = key(1);
-        let mut signed = key(2).sign_release(&metadata());
-        signed.signatures[0].key_id = trusted.public_key().key_id();
-        assert!(matches!(
-            TrustedKeys::new([trusted.public_key()]).verify(&signed, Timestamp::EPOCH),
-            Err(VerifyError::BadSignature { .. })
-        ));
-    }
-
-    #[test]
-    fn signed_metadata_with_a_traversal_name_is_refused_after_the_signature() {
-        let k = key(1);
-        let mut m = metadata();
-        m.name = "../etc".into();
-        assert!(matches!(
-            TrustedKeys::new([k.public_key()]).verify(&k.sign_release(&m), Timestamp::EPOCH),
-            Err(VerifyError::InvalidName(_))
-        ));
     }
 
     #[test]
@@ -355,6 +173,7 @@ mod tests {
         let k = key(3);
         let back = SecretKey::from_file_contents(&k.to_file_contents()).unwrap();
         assert_eq!(back.public_key(), k.public_key());
+        assert_eq!(back.seed(), [3; 32]);
         let public = PublicKey::from_file_contents(&k.public_key().to_file_contents()).unwrap();
         assert_eq!(public, k.public_key());
         assert!(matches!(

@@ -2,8 +2,8 @@
 //! read like the behaviour they specify:
 //!
 //! ```ignore
-//! let lab = Lab::start()?;                    // controller on loopback
-//! let key = lab.trusted_key()?;               // registered signing key
+//! let lab = Lab::start()?;                    // controller on loopback, TUF root uploaded
+//! let key = lab.trusted_key()?;               // the targets key (offline, in the lab dir)
 //! let mut agents = lab.agents(3)?;            // enrolled, running, online
 //! let d = lab.publish_and_deploy(&key, "hello", "1.0.0")?;
 //! lab.wait_done(d)?;
@@ -25,7 +25,7 @@ pub mod tmpfs;
 
 use anyhow::{Context, Result};
 use flotte_controller::client::AdminClient;
-use flotte_controller::ctl::{keys, package, sample};
+use flotte_controller::ctl::{keys, package, sample, trust};
 use flotte_controller::lab::harness::{self, Binaries, ControllerProcess};
 use flotte_protocol::api::{AssignmentView, DeployRequest, ReportView, Target};
 use flotte_protocol::messages::InstallState;
@@ -46,6 +46,8 @@ pub struct Lab {
     pub client: AdminClient,
     /// Kept alive for the test's duration; deleted afterwards.
     pub dir: tempfile::TempDir,
+    /// What `flottectl trust init` created (1 root key, threshold 1).
+    pub trust: trust::Initialized,
     next_agent: usize,
 }
 
@@ -62,21 +64,26 @@ impl Lab {
         let dir = tempfile::Builder::new().prefix("flotte-it-").disable_cleanup(keep).tempdir()?;
         let controller = ControllerProcess::init_and_start(&bins, dir.path(), extra)?;
         let client = controller.client()?;
-        Ok(Lab { bins, controller, client, dir, next_agent: 0 })
+        let trust = trust::init(&client, &dir.path().join("offline-keys"), 1, 1)?;
+        Ok(Lab { bins, controller, client, dir, trust, next_agent: 0 })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    /// A new signing key, registered with the controller.
+    /// The targets key the root trusts (kept outside the controller's data
+    /// directory, as an admin keeps it).
     pub fn trusted_key(&self) -> Result<SecretKey> {
-        let key = self.untrusted_key()?;
-        self.client.add_key(&key.public_key())?;
-        Ok(key)
+        keys::load_secret(&self.trust.targets_key)
     }
 
-    /// A new signing key the controller has never heard of.
+    /// The root key (threshold 1).
+    pub fn root_key(&self) -> Result<SecretKey> {
+        keys::load_secret(&self.trust.root_keys[0])
+    }
+
+    /// A new key that no TUF role trusts.
     pub fn untrusted_key(&self) -> Result<SecretKey> {
         let path = self.path(&format!("key-{}.key", flotte_controller::secrets::random_hex(4)));
         Ok(keys::generate(&path)?.0)

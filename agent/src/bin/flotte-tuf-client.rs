@@ -10,10 +10,11 @@
 //!
 //! Exit code 0 on success, 1 on any failure (the error goes to stderr).
 //!
-//! It runs the same verification as the agent (`flotte_protocol::tuf`);
-//! this file is only the shell: plain HTTP with a length cap on every
-//! download, and trusted metadata persisted in `--metadata-dir` through
-//! `flotte_agent::tuf_store` (write-temp → fsync → rename → fsync dir).
+//! It runs the same client workflow as the agent (`flotte_agent::tuf_client`
+//! over `flotte_protocol::tuf`); this file is only the shell: plain HTTP
+//! with a length cap on every download, and trusted metadata persisted in
+//! `--metadata-dir` through `flotte_agent::tuf_store` (write-temp → fsync →
+//! rename → fsync dir).
 //!
 //! Guarantees:
 //! - The clock is read once per run and handed to the pure core.
@@ -30,11 +31,12 @@
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use flotte_agent::durable;
+use flotte_agent::tuf_client::{Client, Fetched, MetadataSource};
 use flotte_agent::tuf_store::TufStore;
 use flotte_protocol::Timestamp;
 use flotte_protocol::tuf::hashing::Checker;
 use flotte_protocol::tuf::path::{quote, target_url_path};
-use flotte_protocol::tuf::{self, TargetFile, TargetLookup, TimestampUpdate, TrustedMetadataSet};
+use flotte_protocol::tuf::{self, TargetFile, TrustedMetadataSet};
 use std::fs::{self, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -104,7 +106,9 @@ fn run(cli: Cli) -> Result<()> {
         return init(&store, root_file);
     }
     let metadata_url = with_slash(cli.metadata_url.context("--metadata-url is required")?);
-    let client = Client { store, http: Http::new(), metadata_url };
+    let http = Http::new();
+    let source = HttpSource { http: &http, base: metadata_url };
+    let mut client = Client { store: &store, source, offline_fallback: false };
     let now = Timestamp::from_system_time(SystemTime::now());
     let mut set = client.refresh(now)?;
     if let Command::Download = cli.command {
@@ -115,10 +119,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         for name in &cli.target_names {
-            let file = client.find_target(&mut set, name, now)?;
+            let (file, _) = client.find_target(&mut set, name, now)?;
             let prefix = set.root().consistent_snapshot.then(|| file.prefix_hash()).flatten();
             let url = format!("{base}{}", target_url_path(name, prefix));
-            client.http.download_target(&url, name, &file, &dir)?;
+            http.download_target(&url, name, &file, &dir)?;
         }
     }
     Ok(())
@@ -131,106 +135,19 @@ fn init(store: &TufStore, root_file: &Path) -> Result<()> {
     Ok(())
 }
 
-struct Client {
-    store: TufStore,
-    http: Http,
-    /// Ends with `/`.
-    metadata_url: String,
+/// Metadata over plain HTTP from `base` (ends with `/`).
+struct HttpSource<'a> {
+    http: &'a Http,
+    base: String,
 }
 
-impl Client {
-    /// The top-level update: root chain, timestamp, snapshot, targets.
-    fn refresh(&self, now: Timestamp) -> Result<TrustedMetadataSet> {
-        let root =
-            self.store.load(tuf::ROOT)?.context("no trusted root in the metadata directory: run `init` first")?;
-        let mut set = TrustedMetadataSet::new(&root).context("the trusted root does not verify")?;
-        // Rollback references from the last successful update. One that no
-        // longer verifies (corrupted) is ignored, as python-tuf does.
-        if let Some(bytes) = self.store.load(tuf::TIMESTAMP)?
-            && let Err(e) = set.restore_timestamp(&bytes)
-        {
-            eprintln!("note: ignoring the persisted timestamp: {e}");
-        }
-        if let Some(bytes) = self.store.load(tuf::SNAPSHOT)?
-            && let Err(e) = set.restore_snapshot(&bytes)
-        {
-            eprintln!("note: ignoring the persisted snapshot: {e}");
-        }
-
-        for _ in 0..tuf::MAX_ROOT_ROTATIONS {
-            let next = set.root().common.version.saturating_add(1);
-            let url = format!("{}{next}.root.json", self.metadata_url);
-            let Some(bytes) = self.http.get(&url, tuf::MAX_ROOT_LEN, true)? else { break };
-            set.update_root(&bytes).with_context(|| format!("{url} refused"))?;
-            self.store.save(tuf::ROOT, &bytes)?;
-        }
-        // Dropped by a key rotation (fast-forward recovery): forget them on disk too.
-        if set.timestamp().is_none() {
-            self.store.remove(tuf::TIMESTAMP)?;
-        }
-        if set.snapshot().is_none() {
-            self.store.remove(tuf::SNAPSHOT)?;
-        }
-
-        let url = format!("{}timestamp.json", self.metadata_url);
-        let bytes = self.http.require(&url, tuf::MAX_TIMESTAMP_LEN)?;
-        if set.update_timestamp(&bytes, now).with_context(|| format!("{url} refused"))? == TimestampUpdate::New {
-            self.store.save(tuf::TIMESTAMP, &bytes)?;
-        }
-
-        // The persisted snapshot, if the timestamp still lists it; else download.
-        let reused = match self.store.load(tuf::SNAPSHOT)? {
-            Some(bytes) => set.update_snapshot(&bytes, now).is_ok(),
-            None => false,
-        };
-        if !reused {
-            let Some(meta) = set.timestamp().map(|t| t.snapshot_meta.clone()) else { bail!("no trusted timestamp") };
-            let url = self.metadata_file_url(&set, tuf::SNAPSHOT, meta.version);
-            let bytes = self.http.require(&url, meta.download_limit(tuf::MAX_SNAPSHOT_LEN))?;
-            set.update_snapshot(&bytes, now).with_context(|| format!("{url} refused"))?;
-            self.store.save(tuf::SNAPSHOT, &bytes)?;
-        }
-
-        self.load_targets(&mut set, tuf::TARGETS, tuf::ROOT, now)?;
-        Ok(set)
-    }
-
-    /// Verifies `role` (delegated by `parent`): the persisted copy if the
-    /// snapshot still lists it, else a fresh download.
-    fn load_targets(&self, set: &mut TrustedMetadataSet, role: &str, parent: &str, now: Timestamp) -> Result<()> {
-        if let Some(bytes) = self.store.load(role)?
-            && set.update_delegated_targets(&bytes, role, parent, now).is_ok()
-        {
-            return Ok(());
-        }
-        let meta = set.snapshot_meta(role).cloned().with_context(|| format!("the snapshot does not list {role}"))?;
-        let url = self.metadata_file_url(set, role, meta.version);
-        let bytes = self.http.require(&url, meta.download_limit(tuf::MAX_TARGETS_LEN))?;
-        set.update_delegated_targets(&bytes, role, parent, now).with_context(|| format!("{url} refused"))?;
-        self.store.save(role, &bytes)?;
-        Ok(())
-    }
-
-    /// Searches the delegation tree for `name`, fetching roles as needed.
-    fn find_target(&self, set: &mut TrustedMetadataSet, name: &str, now: Timestamp) -> Result<TargetFile> {
-        // Each step loads one more role; the search visits a bounded number.
-        for _ in 0..=tuf::MAX_DELEGATIONS + 1 {
-            let (role, parent) = match set.target(name)? {
-                TargetLookup::Found(file) => return Ok(file.clone()),
-                TargetLookup::NotFound => bail!("target {name:?} is not in the repository"),
-                TargetLookup::NeedRole { role, parent } => (role, parent),
-            };
-            self.load_targets(set, &role, &parent, now)?;
-        }
-        bail!("target {name:?}: delegation search did not finish")
-    }
-
-    fn metadata_file_url(&self, set: &TrustedMetadataSet, role: &str, version: u64) -> String {
-        let file = quote(role, "");
-        if set.root().consistent_snapshot {
-            format!("{}{version}.{file}.json", self.metadata_url)
-        } else {
-            format!("{}{file}.json", self.metadata_url)
+impl MetadataSource for HttpSource<'_> {
+    fn fetch(&mut self, file: &str, max: usize) -> Fetched {
+        let url = format!("{}{file}", self.base);
+        match self.http.get(&url, max, true) {
+            Ok(Some(bytes)) => Fetched::Found(bytes),
+            Ok(None) => Fetched::NotFound,
+            Err(e) => Fetched::Unavailable(format!("{e:#}")),
         }
     }
 }
@@ -274,10 +191,6 @@ impl Http {
             bail!("GET {url}: more than the {max}-byte limit (endless data?)");
         }
         Ok(Some(body))
-    }
-
-    fn require(&self, url: &str, max: usize) -> Result<Vec<u8>> {
-        self.get(url, max, false)?.with_context(|| format!("GET {url}: missing"))
     }
 
     /// Streams `url` into `dir` while checking it against `file`; the final

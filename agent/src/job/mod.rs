@@ -43,7 +43,7 @@ pub use record::{Baseline, JobRecord, JobState, PackageRef, Recovery, ReportDraf
 
 use flotte_protocol::messages::{Assignment, FailureClass, InstallState, bounded_message};
 use flotte_protocol::{
-    DetectRule, HealthCheck, InstallerKind, ReleaseMetadata, Sha256Digest, SignedRelease, Timestamp, VerifiedRelease,
+    DetectRule, HealthCheck, InstallerKind, ReleaseMetadata, ReleaseRef, Sha256Digest, Timestamp, VerifiedRelease,
     VerifyError,
 };
 use std::collections::VecDeque;
@@ -151,7 +151,7 @@ pub enum JobAction {
     /// Queue this report in the outbox.
     Report(ReportDraft),
     /// Verify the signed release; answer with [`JobEvent::MetadataChecked`].
-    VerifyMetadata(SignedRelease),
+    VerifyMetadata(ReleaseRef),
     /// Read the active version and quarantine of `name`; answer with
     /// [`JobEvent::PackageLooked`].
     LookUpPackage { name: String },
@@ -537,11 +537,8 @@ impl Job {
     /// metadata claims is used for nothing but reading that package's
     /// `current` link, and only if it is a valid package name.
     fn refuse(&mut self, now: Timestamp, error: String) {
-        let claimed =
-            flotte_protocol::frame::decode_exact::<ReleaseMetadata>("release metadata", &self.record.release.metadata)
-                .ok()
-                .map(|m| m.name)
-                .filter(|name| flotte_protocol::release::validate_name("package name", name).is_ok());
+        let claimed = Some(self.record.release.name.clone())
+            .filter(|name| flotte_protocol::release::validate_name("package name", name).is_ok());
         match claimed {
             Some(name) if self.record.baseline.is_none() => {
                 self.refusal = Some(error);

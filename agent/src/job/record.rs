@@ -10,7 +10,7 @@
 //!   version is ever resumed forward without its commit being journaled.
 
 use flotte_protocol::messages::{FailureClass, InstallState, Report};
-use flotte_protocol::{AssignmentId, InstallerKind, Sha256Digest, SignedRelease, Timestamp};
+use flotte_protocol::{AssignmentId, InstallerKind, ReleaseRef, Sha256Digest, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Where a job stands; journaled with every change, before the side effect
@@ -155,7 +155,7 @@ impl JobState {
 pub struct JobRecord {
     pub id: AssignmentId,
     /// Exactly as the controller sent it; verified again after every restart.
-    pub release: SignedRelease,
+    pub release: ReleaseRef,
     pub issued_at: Timestamp,
     /// When this agent first stored the assignment; orders the run queue.
     pub received_at: Timestamp,
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn records_without_the_newer_fields_still_load() {
-        let json = r#"{"id":4,"release":{"metadata":[1],"signatures":[]},"issued_at":"1970-01-01T00:00:00.005Z",
+        let json = r#"{"id":4,"release":{"name":"app","version":"1.0"},"issued_at":"1970-01-01T00:00:00.005Z",
             "received_at":"1970-01-01T00:00:00.006Z","state":{"downloading":{"offset":9}},
             "since":"1970-01-01T00:00:00.006Z","baseline":null,"active_after":null}"#;
         let record: JobRecord = serde_json::from_str(json).unwrap();

@@ -1,13 +1,25 @@
 //! The job state machine driven by a deterministic simulated shell.
 
 use super::*;
-use flotte_protocol::{AssignmentId, HealthSpec, ReleaseVerifier, SecretKey, TrustedKeys};
+use flotte_protocol::tuf::TargetFile;
+use flotte_protocol::tuf::release::{Platform, target_entry, target_name, verified_release};
+use flotte_protocol::{AssignmentId, HealthSpec};
 use std::collections::BTreeMap;
 
 const CONTENT: &[u8] = b"pretend this is a tarball";
 
-fn signer() -> SecretKey {
-    SecretKey::from_seed([1; 32])
+/// A release as a test hands it to a job: the name the assignment carries
+/// and the targets entry the agent's verified TUF metadata lists for it
+/// (`None`: not listed).
+#[derive(Debug, Clone)]
+struct TestRelease {
+    reference: ReleaseRef,
+    entry: Option<serde_json::Value>,
+}
+
+fn listed(meta: ReleaseMetadata) -> TestRelease {
+    let entry = target_entry(&meta, &Platform::default());
+    TestRelease { reference: ReleaseRef { name: meta.name, version: meta.version }, entry: Some(entry) }
 }
 
 fn metadata(name: &str) -> ReleaseMetadata {
@@ -40,16 +52,16 @@ fn checked_metadata(probation: u32) -> ReleaseMetadata {
     }
 }
 
-fn assignment(release: SignedRelease) -> Assignment {
-    Assignment { id: AssignmentId(7), release, issued_at: Timestamp::from_unix_millis(2) }
+fn assignment(release: TestRelease) -> Assignment {
+    Assignment { id: AssignmentId(7), release: release.reference, issued_at: Timestamp::from_unix_millis(2) }
 }
 
-fn good_release() -> SignedRelease {
-    signer().sign_release(&metadata("app"))
+fn good_release() -> TestRelease {
+    listed(metadata("app"))
 }
 
-fn checked_release(probation: u32) -> SignedRelease {
-    signer().sign_release(&checked_metadata(probation))
+fn checked_release(probation: u32) -> TestRelease {
+    listed(checked_metadata(probation))
 }
 
 /// How the simulated shell answers one `Fetch`.
@@ -74,7 +86,8 @@ enum Fetch {
 /// once, keeps the "host" (active version, quarantine) and records it all.
 struct Sim {
     now: Timestamp,
-    trusted: TrustedKeys,
+    /// The targets entries the simulated TUF metadata lists, by target name.
+    targets: BTreeMap<String, serde_json::Value>,
     active: Option<String>,
     quarantined: BTreeMap<String, String>,
     fetches: VecDeque<Fetch>,
@@ -94,7 +107,10 @@ impl Sim {
     fn new() -> Self {
         Sim {
             now: Timestamp::from_unix_millis(1_000),
-            trusted: TrustedKeys::new([signer().public_key()]),
+            targets: BTreeMap::from([(
+                target_name("app", "2.0"),
+                target_entry(&metadata("app"), &Platform::default()),
+            )]),
             active: Some("1.0".into()),
             quarantined: BTreeMap::new(),
             fetches: VecDeque::from([Fetch::Complete { from: 0, content: CONTENT.to_vec() }]),
@@ -104,6 +120,24 @@ impl Sim {
             on_disk: false,
             log: vec![],
         }
+    }
+
+    /// Lists `release` in the simulated targets (or unlists its name).
+    fn list(&mut self, release: &TestRelease) {
+        let name = target_name(&release.reference.name, &release.reference.version);
+        match &release.entry {
+            Some(entry) => self.targets.insert(name, entry.clone()),
+            None => self.targets.remove(&name),
+        };
+    }
+
+    /// What the agent's verifier answers for `release`.
+    fn verify(&self, release: &ReleaseRef) -> Result<VerifiedRelease, VerifyError> {
+        let name = target_name(&release.name, &release.version);
+        let entry = self.targets.get(&name).ok_or_else(|| VerifyError::NotInTargets { target: name.clone() })?;
+        let file: TargetFile = serde_json::from_value(entry.clone())
+            .map_err(|e| VerifyError::Target { target: name.clone(), reason: e.to_string() })?;
+        verified_release(&name, &file, "targets", &Platform::this_host())
     }
 
     fn fail_step(&mut self, step: &'static str, failures: impl IntoIterator<Item = StepFailure>) {
@@ -154,7 +188,7 @@ impl Sim {
             }
             self.log.push(action.clone());
             let events = match action {
-                JobAction::VerifyMetadata(s) => vec![JobEvent::MetadataChecked(self.trusted.verify(&s, self.now))],
+                JobAction::VerifyMetadata(r) => vec![JobEvent::MetadataChecked(self.verify(&r))],
                 JobAction::LookUpPackage { name } => vec![JobEvent::PackageLooked {
                     active: self.active.clone(),
                     quarantine: self.quarantined.get(&name).cloned(),
@@ -263,7 +297,8 @@ impl Sim {
     }
 }
 
-fn start(sim: &mut Sim, release: SignedRelease) -> Job {
+fn start(sim: &mut Sim, release: TestRelease) -> Job {
+    sim.list(&release);
     let mut job = Job::new(sim.now, assignment(release));
     sim.run(&mut job);
     sim.feed(&mut job, JobEvent::Resume);
@@ -271,7 +306,7 @@ fn start(sim: &mut Sim, release: SignedRelease) -> Job {
 }
 
 /// Runs a job to the end, ticking through timers.
-fn run_to_end(sim: &mut Sim, release: SignedRelease) -> Job {
+fn run_to_end(sim: &mut Sim, release: TestRelease) -> Job {
     let mut job = start(sim, release);
     sim.settle(&mut job);
     job
@@ -543,8 +578,8 @@ fn a_restart_in_a_switch_window_rolls_back_without_trusting_the_release_again() 
     run_to_end(&mut sim, checked_release(0));
     let record = sim.crashed.take().unwrap();
     sim.crash_at = None;
-    // Even if the signing key is no longer trusted, the host goes back.
-    sim.trusted = TrustedKeys::new([]);
+    // Even if the release is no longer listed, the host goes back.
+    sim.targets.clear();
     let before = sim.log.len();
     let mut job = Job::restore(record);
     sim.feed(&mut job, JobEvent::Resume);
@@ -555,13 +590,15 @@ fn a_restart_in_a_switch_window_rolls_back_without_trusting_the_release_again() 
 
 #[test]
 fn a_release_that_fails_verification_is_never_fetched_or_installed() {
-    let other = SecretKey::from_seed([2; 32]);
-    let mut tampered = good_release();
-    tampered.metadata[3] ^= 1;
-    let mut unsigned = good_release();
-    unsigned.signatures.clear();
-    let traversal = signer().sign_release(&metadata("../etc"));
-    let bad_spec = signer().sign_release(&ReleaseMetadata {
+    let mut contradicting = good_release();
+    if let Some(entry) = contradicting.entry.as_mut() {
+        entry["length"] = serde_json::json!(CONTENT.len() + 1);
+    }
+    let not_listed = TestRelease { entry: None, ..good_release() };
+    let other_target =
+        TestRelease { reference: ReleaseRef { name: "app".into(), version: "9.9".into() }, ..good_release() };
+    let traversal = listed(metadata("../etc"));
+    let bad_spec = listed(ReleaseMetadata {
         health: Some(HealthSpec {
             check: HealthCheck::Http { url: "http://example.org/".into() },
             probation_secs: 0,
@@ -571,15 +608,16 @@ fn a_release_that_fails_verification_is_never_fetched_or_installed() {
         ..metadata("app")
     });
     let cases = [
-        ("tampered", tampered),
-        ("unsigned", unsigned),
-        ("unknown key", other.sign_release(&metadata("app"))),
+        ("length contradicts the release", contradicting),
+        ("not listed", not_listed),
+        ("entry of another version", other_target),
         ("bad name", traversal),
         ("bad spec", bad_spec),
     ];
     for (what, release) in cases {
         let mut sim = Sim::new();
-        let expected = match sim.trusted.verify(&release, sim.now) {
+        sim.list(&release);
+        let expected = match sim.verify(&release.reference) {
             Err(e) => e.to_string(),
             Ok(v) => {
                 format!("signed release metadata has an invalid spec: {}", v.metadata().validate_spec().unwrap_err())
@@ -610,11 +648,10 @@ fn a_release_that_fails_verification_is_never_fetched_or_installed() {
                 _ => None,
             })
             .collect();
-        // A tampered byte lands in the name here ("app" → "apq"): the
-        // lookup follows the claim, which at worst reads another link.
+        // The lookup follows the claimed name, which at worst reads
+        // another package's link; an invalid name is not even looked up.
         let expected_lookups: &[&str] = match what {
             "bad name" => &[],
-            "tampered" => &["apq"],
             _ => &["app"],
         };
         assert_eq!(looked_up, expected_lookups, "{what}");
@@ -772,7 +809,7 @@ fn cancel_stops_a_download_but_not_an_install() {
     let mut job = Job::new(sim.now, assignment(good_release()));
     sim.run(&mut job);
     job.handle(sim.now, JobEvent::Resume);
-    job.handle(sim.now, JobEvent::MetadataChecked(sim.trusted.verify(&good_release(), sim.now)));
+    job.handle(sim.now, JobEvent::MetadataChecked(sim.verify(&good_release().reference)));
     job.handle(sim.now, JobEvent::PackageLooked { active: None, quarantine: None });
     job.handle(sim.now, JobEvent::Fetched { attempt: 1, sha256: Sha256Digest::of(CONTENT), size: 25 });
     assert_eq!(job.state(), &JobState::Staging);
@@ -826,7 +863,7 @@ fn long_failure_messages_are_bounded_in_the_report() {
 #[test]
 fn a_script_package_without_a_declared_check_still_runs_its_check_hook() {
     let mut sim = Sim::new();
-    let release = signer().sign_release(&ReleaseMetadata { installer: InstallerKind::Script, ..metadata("app") });
+    let release = listed(ReleaseMetadata { installer: InstallerKind::Script, ..metadata("app") });
     sim.fail_step("health", [StepFailure::permanent("check hook of app 2.0 failed: exited with status 3")]);
     run_to_end(&mut sim, release);
     assert!(sim.log.iter().any(|a| matches!(a, JobAction::CheckHealth { check: None, .. })));

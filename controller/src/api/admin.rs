@@ -1,4 +1,4 @@
-//! Admin resources: tokens, agents, signing keys, content, releases,
+//! Admin resources: tokens, agents, content, releases,
 //! deployments and per-agent status. Every handler here runs behind the
 //! admin-token check in [`super::router`].
 
@@ -10,10 +10,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use flotte_protocol::api::{
-    AgentView, AssignmentView, DeploymentView, KeyRequest, KeyView, PublishRequest, ReleaseView, ReportView,
-    TokenRequest, TokenResponse,
+    AgentView, AssignmentView, DeploymentView, ReleaseView, ReportView, TokenRequest, TokenResponse,
 };
-use flotte_protocol::{AgentId, ReleaseVerifier, Sha256Digest, TrustedKeys};
+use flotte_protocol::{AgentId, Sha256Digest};
 use http_body_util::BodyExt;
 use std::time::Duration;
 use tracing::info;
@@ -45,16 +44,6 @@ pub(super) async fn list_agents(State(state): State<ApiState>) -> ApiResult<Vec<
 
 pub(super) async fn agent_reports(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Vec<ReportView>> {
     Ok(Json(state.services.store.reports_for(&AgentId(id))?))
-}
-
-pub(super) async fn list_keys(State(state): State<ApiState>) -> ApiResult<Vec<KeyView>> {
-    Ok(Json(state.services.store.list_signing_keys()?))
-}
-
-pub(super) async fn add_key(State(state): State<ApiState>, Json(req): Json<KeyRequest>) -> ApiResult<KeyView> {
-    let view = state.services.store.add_signing_key(&req.public_key, state.services.now())?;
-    info!(key_id = %view.key_id, "release-signing key trusted");
-    Ok(Json(view))
 }
 
 pub(super) async fn upload_content(
@@ -103,43 +92,6 @@ fn upload_failure(e: UploadError) -> Failure {
 
 pub(super) async fn list_releases(State(state): State<ApiState>) -> ApiResult<Vec<ReleaseView>> {
     Ok(Json(state.services.store.list_releases()?))
-}
-
-pub(super) async fn publish(State(state): State<ApiState>, Json(req): Json<PublishRequest>) -> ApiResult<ReleaseView> {
-    let services = &state.services;
-    let keys = services.store.list_signing_keys()?;
-    let trusted = TrustedKeys::new(keys.into_iter().map(|k| k.public_key));
-    let verified = trusted.verify(&req.release, services.now()).map_err(|e| {
-        Failure::new(StatusCode::UNPROCESSABLE_ENTITY, format!("release refused: {e}"))
-            .hint("sign with a key registered by `flottectl keys add`")
-    })?;
-    let m = verified.metadata();
-    match services.content.size(&m.sha256) {
-        Some(size) if size == m.size => {}
-        Some(size) => {
-            return Err(Failure::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("release says {} bytes but the stored content {} has {size}", m.size, m.sha256),
-            ));
-        }
-        None => {
-            return Err(Failure::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("content {} was not uploaded", m.sha256),
-            )
-            .hint(format!("PUT the package to /v1/content/{} first", m.sha256)));
-        }
-    }
-    if !services.store.insert_release(&req.release, &verified, services.now())? {
-        return Err(Failure::new(StatusCode::CONFLICT, format!("{} is already published", m.label()))
-            .hint("releases are immutable; publish a new version"));
-    }
-    info!(release = %m.label(), sha256 = %m.sha256, "release published");
-    services
-        .store
-        .release(&m.name, &m.version)?
-        .map(Json)
-        .ok_or_else(|| Failure::internal("release vanished after insert"))
 }
 
 pub(super) async fn list_deployments(State(state): State<ApiState>) -> ApiResult<Vec<DeploymentView>> {

@@ -43,8 +43,7 @@ pub(super) async fn enroll(
     }
     info!(agent = %agent.id, hostname, "agent enrolled");
     join_dynamic_rollouts(services, &agent.id, now)?;
-    let trusted_keys = services.store.list_signing_keys()?.into_iter().map(|k| k.public_key).collect();
-    Ok(Json(EnrollResponse { agent_id: agent.id, certificate_pem: cert.pem, trusted_keys, quic_port: state.quic_port }))
+    Ok(Json(EnrollResponse { agent_id: agent.id, certificate_pem: cert.pem, quic_port: state.quic_port }))
 }
 
 /// A new agent joins every unfinished rollout whose dynamic target

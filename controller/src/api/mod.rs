@@ -14,6 +14,7 @@ mod rollback;
 mod rollouts;
 pub mod serve;
 mod tags;
+mod tuf;
 
 use crate::server::Services;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -40,9 +41,15 @@ pub fn router(services: Arc<Services>, quic_port: u16) -> Router {
         .route("/v1/enrollment-tokens", post(admin::create_token))
         .route("/v1/agents", get(admin::list_agents))
         .route("/v1/agents/{id}/reports", get(admin::agent_reports))
-        .route("/v1/keys", get(admin::list_keys).post(admin::add_key))
         .route("/v1/content/{sha256}", put(admin::upload_content).layer(DefaultBodyLimit::disable()))
-        .route("/v1/releases", get(admin::list_releases).post(admin::publish))
+        .route("/v1/releases", get(admin::list_releases))
+        .route("/v1/tuf/online-keys", get(tuf::online_keys))
+        .route("/v1/tuf/root", put(tuf::upload_root).layer(DefaultBodyLimit::max(flotte_protocol::tuf::MAX_ROOT_LEN)))
+        .route(
+            "/v1/tuf/roles/{role}",
+            put(tuf::upload_role).layer(DefaultBodyLimit::max(flotte_protocol::tuf::MAX_TARGETS_LEN)),
+        )
+        .route("/v1/tuf/metadata/{file}", get(tuf::metadata))
         .route("/v1/deployments", get(admin::list_deployments).post(rollouts::deploy))
         .route("/v1/rollouts", get(rollouts::list).post(rollouts::create))
         .route("/v1/rollouts/{id}", get(rollouts::show))

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotte_controller::client::AdminClient;
 use flotte_controller::ctl::rollout::RolloutCommand;
-use flotte_controller::ctl::{agents, keys, output, package, profile, rollout};
+use flotte_controller::ctl::{agents, keys, output, package, profile, rollout, trust};
 use flotte_controller::lab::{self, LabOptions};
 use flotte_protocol::api::DeployRequest;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Administer a Flotte fleet: agents, signing keys, packages, deployments.
+/// Administer a Flotte fleet: agents, TUF trust, packages, deployments.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -48,9 +48,12 @@ enum Command {
     /// Enrolled agents and enrollment tokens.
     #[command(subcommand)]
     Agents(AgentsCommand),
-    /// Release-signing keys.
+    /// Offline ed25519 key files (root, targets, delegated roles).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The TUF roots of trust: root keys, targets key, delegations.
+    #[command(subcommand)]
+    Trust(TrustCommand),
     /// Packages and releases.
     #[command(subcommand)]
     Package(PackageCommand),
@@ -126,16 +129,65 @@ enum AgentsCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create a signing key pair offline: FILE (secret, 0600) and FILE.pub.
+    /// Create an ed25519 key pair offline: FILE (secret, 0600) and FILE.pub.
     Generate {
         /// Where to write the secret key. Keep it off the controller.
         #[arg(long, default_value = "signing.key")]
         out: PathBuf,
     },
-    /// Make agents trust a public key (given to agents at enrollment).
-    Add { public_key: PathBuf },
-    /// List trusted keys.
-    List,
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Create root keys (K of N) and the targets key in DIR, sign root v1
+    /// (naming the controller's online timestamp and snapshot keys) and an
+    /// empty targets v1, and upload them. Give DIR/root.json to agents
+    /// (`flotte-agent enroll --trust-root`); keep the keys off the controller.
+    Init {
+        /// Where the keys and root.json are written. Keep it offline.
+        #[arg(long)]
+        dir: PathBuf,
+        /// How many root keys (N).
+        #[arg(long, default_value_t = 1)]
+        root_keys: usize,
+        /// How many root keys must sign a new root (K).
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+    },
+    /// Sign and upload the next root version: new root keys and threshold,
+    /// signed by enough old *and* new root keys (give each with --sign-with).
+    Rotate {
+        /// Public key file (KEY.pub) of the new root (repeat).
+        #[arg(long = "root-key", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// How many of the new root keys must sign the next root.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        /// A new targets public key (KEY.pub); the current one is kept otherwise.
+        #[arg(long)]
+        targets_key: Option<PathBuf>,
+        /// A secret root key (old or new) that signs this root (repeat).
+        #[arg(long = "sign-with", required = true)]
+        sign_with: Vec<PathBuf>,
+    },
+    /// Let a team's key sign releases matching PATH patterns (e.g.
+    /// 'team-x/*': every version of package team-x) as role ROLE.
+    Delegate {
+        /// The delegated role's name.
+        role: String,
+        /// Target pattern the role is trusted for (repeat).
+        #[arg(long = "path", required = true)]
+        paths: Vec<String>,
+        /// The role's public key file (KEY.pub) (repeat).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// How many of the role's keys must sign.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        /// The secret targets key that signs the delegation.
+        #[arg(long)]
+        targets_key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,9 +199,18 @@ enum PackageCommand {
         name: String,
         #[arg(long)]
         version: String,
-        /// Secret signing key file.
+        /// Secret key of the targets role (or of the delegated --role).
         #[arg(long)]
         key: PathBuf,
+        /// The TUF targets role to sign as: `targets` or a delegated role.
+        #[arg(long, default_value = "targets")]
+        role: String,
+        /// Only hosts with this OS may install it (e.g. linux).
+        #[arg(long)]
+        os: Option<String>,
+        /// Only hosts with this CPU architecture may install it (e.g. x86_64).
+        #[arg(long)]
+        arch: Option<String>,
         #[command(flatten)]
         spec: Box<package::SpecArgs>,
     },
@@ -233,34 +294,60 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Keys(KeysCommand::Generate { out }) => {
             let (key, public) = keys::generate(&out)?;
-            let id = key.public_key().key_id().to_string();
-            emit(json, &serde_json::json!({"key_id": id, "secret": out, "public": public}), |_| {
+            let entry = trust::entry(&key.public_key());
+            emit(json, &serde_json::json!({"keyid": entry.keyid, "secret": out, "public": public}), |_| {
                 format!(
-                    "wrote {} (secret, keep it offline) and {}\nkey id {id}\nnext: flottectl keys add {}\n",
+                    "wrote {} (secret, keep it offline) and {}\nTUF key id {}\n",
                     out.display(),
                     public.display(),
-                    public.display()
+                    entry.keyid
                 )
             })
         }
-        Command::Keys(KeysCommand::Add { public_key }) => {
-            let key = keys::load_public(&public_key)?;
-            let view = client(&cli.connection)?.add_key(&key)?;
-            emit(json, &view, |v| format!("trusted key {} (agents enrolled from now on receive it)\n", v.key_id))
-        }
-        Command::Keys(KeysCommand::List) => {
-            let keys = client(&cli.connection)?.keys()?;
-            emit(json, &keys, |keys| {
-                let rows: Vec<_> = keys.iter().map(|k| vec![k.key_id.to_string(), k.added_at.to_string()]).collect();
-                output::table(&["KEY ID", "ADDED"], &rows)
+        Command::Trust(TrustCommand::Init { dir, root_keys, threshold }) => {
+            let done = trust::init(&client(&cli.connection)?, &dir, root_keys, threshold)?;
+            emit(json, &done, |d| {
+                format!(
+                    "root v1 ({threshold} of {root_keys} root keys) and targets v1 uploaded\n\
+                     root keys: {}\ntargets key: {}\nroot: {} (sha256 {})\n\
+                     next: give {} to agents (`flotte-agent enroll --trust-root`); move the keys offline\n",
+                    d.root_keys.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                    d.targets_key.display(),
+                    d.root.display(),
+                    d.root_sha256,
+                    d.root.display(),
+                )
             })
         }
-        Command::Package(PackageCommand::Publish { file, name, version, key, spec }) => {
+        Command::Trust(TrustCommand::Rotate { root_keys, threshold, targets_key, sign_with }) => {
+            let root_keys = root_keys.iter().map(|p| keys::load_public(p)).collect::<Result<Vec<_>>>()?;
+            let targets_key = targets_key.as_deref().map(keys::load_public).transpose()?;
+            let sign_with = sign_with.iter().map(|p| keys::load_secret(p)).collect::<Result<Vec<_>>>()?;
+            let view =
+                trust::rotate(&client(&cli.connection)?, &root_keys, threshold, targets_key.as_ref(), &sign_with)?;
+            emit(json, &view, |v| format!("root v{} uploaded\n", v.version))
+        }
+        Command::Trust(TrustCommand::Delegate { role, paths, keys: key_files, threshold, targets_key }) => {
+            let role_keys = key_files.iter().map(|p| keys::load_public(p)).collect::<Result<Vec<_>>>()?;
+            let targets_key = keys::load_secret(&targets_key)?;
+            let view = trust::delegate(&client(&cli.connection)?, &targets_key, &role, &paths, &role_keys, threshold)?;
+            emit(json, &view, |v| format!("targets v{} delegates {} to {role}\n", v.version, paths.join(" ")))
+        }
+        Command::Package(PackageCommand::Publish { file, name, version, key, role, os, arch, spec }) => {
             let spec = spec.to_spec()?;
             let secret = keys::load_secret(&key)?;
-            let release = package::publish_with(&client(&cli.connection)?, &secret, &file, &name, &version, &spec)?;
+            let platform = flotte_protocol::tuf::release::Platform { os, arch };
+            let client = client(&cli.connection)?;
+            let release = package::publish_as(&client, &secret, &role, &file, &name, &version, &spec, &platform)?;
             emit(json, &release, |r| {
-                format!("published {}@{} ({}, sha256 {})\n", r.name, r.version, output::size(r.size), r.sha256)
+                format!(
+                    "published {}@{} ({}, sha256 {}) signed by {}\n",
+                    r.name,
+                    r.version,
+                    output::size(r.size),
+                    r.sha256,
+                    r.signed_by
+                )
             })
         }
         Command::Package(PackageCommand::List) => {

@@ -1,4 +1,5 @@
-//! Release-signing key files: `NAME` (secret, 0600) and `NAME.pub`.
+//! Offline ed25519 key files (TUF root, targets and delegated-role keys):
+//! `NAME` (secret, 0600) and `NAME.pub`.
 
 use anyhow::{Context, Result, bail};
 use flotte_protocol::{PublicKey, SecretKey};

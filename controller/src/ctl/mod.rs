@@ -2,7 +2,8 @@
 //! argument parser and tests can call the same code.
 //!
 //! - [`profile`]: where flottectl finds the controller URL, token and CA.
-//! - [`keys`]: generating release-signing key files.
+//! - [`keys`]: generating ed25519 key files (root, targets, delegated roles).
+//! - [`trust`]: the offline TUF roles: `trust init|rotate|delegate` and signing releases into targets.
 //! - [`package`]: hashing, signing, uploading and publishing a package.
 //! - [`sample`]: a small sample archive package for the lab and tests.
 //! - [`output`]: human-readable tables, sizes and times.
@@ -16,3 +17,4 @@ pub mod package;
 pub mod profile;
 pub mod rollout;
 pub mod sample;
+pub mod trust;

@@ -1,10 +1,13 @@
-//! Publishing a package: hash the file, sign its metadata (with how it is
-//! installed, detected, health-checked and backed up), upload the content,
-//! then publish the signed release.
+//! Publishing a package: hash the file, describe it (how it is installed,
+//! detected, health-checked and backed up), upload the content, then add it
+//! as a TUF targets entry signed with the targets (or a delegated) key,
+//! which the controller never holds.
 
 use crate::client::AdminClient;
+use crate::ctl::trust;
 use anyhow::{Context, Result, bail};
 use flotte_protocol::api::ReleaseView;
+use flotte_protocol::tuf::{self, release::Platform};
 use flotte_protocol::{
     ContentHasher, DetectRule, HealthCheck, HealthSpec, InstallerKind, ReleaseMetadata, SecretKey, Timestamp,
 };
@@ -185,12 +188,14 @@ pub fn describe(path: &Path, name: &str, version: &str, spec: &ReleaseSpec) -> R
     Ok(metadata)
 }
 
-/// Signs, uploads and publishes `path` as an archive `name@version`.
+/// Signs, uploads and publishes `path` as an archive `name@version` in the
+/// top-level targets role.
 pub fn publish(client: &AdminClient, key: &SecretKey, path: &Path, name: &str, version: &str) -> Result<ReleaseView> {
     publish_with(client, key, path, name, version, &ReleaseSpec::default())
 }
 
-/// Signs, uploads and publishes `path` as `name@version` with `spec`.
+/// Signs, uploads and publishes `path` as `name@version` with `spec` in the
+/// top-level targets role.
 pub fn publish_with(
     client: &AdminClient,
     key: &SecretKey,
@@ -199,10 +204,28 @@ pub fn publish_with(
     version: &str,
     spec: &ReleaseSpec,
 ) -> Result<ReleaseView> {
+    publish_as(client, key, tuf::TARGETS, path, name, version, spec, &Platform::default())
+}
+
+/// Signs, uploads and publishes `path` as `name@version` with `spec` for
+/// `platform`, as targets role `role` (signed with `key`).
+#[allow(clippy::too_many_arguments)]
+pub fn publish_as(
+    client: &AdminClient,
+    key: &SecretKey,
+    role: &str,
+    path: &Path,
+    name: &str,
+    version: &str,
+    spec: &ReleaseSpec,
+    platform: &Platform,
+) -> Result<ReleaseView> {
     let metadata = describe(path, name, version, spec)?;
-    let signed = key.sign_release(&metadata);
     client.upload_content(&metadata.sha256, path)?;
-    Ok(client.publish(&signed)?)
+    let uploaded = trust::publish_release(client, key, role, &metadata, platform)?;
+    uploaded.releases.into_iter().find(|r| r.name == name && r.version == version).with_context(|| {
+        format!("the controller accepted {role} v{} but did not add {name}@{version}", uploaded.version)
+    })
 }
 
 #[cfg(test)]

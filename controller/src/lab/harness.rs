@@ -237,8 +237,28 @@ impl AgentProcess {
         Ok(agent)
     }
 
-    /// Runs `flotte-agent enroll` for this agent and returns its output.
+    /// The TUF root this agent was given at enrollment.
+    pub fn trust_root(&self) -> PathBuf {
+        self.state_dir.parent().unwrap_or(&self.state_dir).join("trust-root.json")
+    }
+
+    /// Runs `flotte-agent enroll` for this agent and returns its output. The
+    /// harness plays the admin who hands the agent the TUF root: it reads the
+    /// controller's newest root over the admin API.
     pub fn enroll(&self, controller: &ControllerProcess, token: &str) -> Result<std::process::Output> {
+        std::fs::create_dir_all(&self.root)?;
+        let root = controller.client()?.tuf_metadata("root.json")?.context("the controller has no TUF root yet")?;
+        std::fs::write(self.trust_root(), root)?;
+        self.enroll_with_root(controller, token, &self.trust_root())
+    }
+
+    /// Runs `flotte-agent enroll` with `trust_root` as the TUF root.
+    pub fn enroll_with_root(
+        &self,
+        controller: &ControllerProcess,
+        token: &str,
+        trust_root: &Path,
+    ) -> Result<std::process::Output> {
         std::fs::create_dir_all(&self.root)?;
         Command::new(&self.bins.agent)
             .arg("enroll")
@@ -248,6 +268,8 @@ impl AgentProcess {
             .arg(token)
             .arg("--ca")
             .arg(controller.ca_path())
+            .arg("--trust-root")
+            .arg(trust_root)
             .arg("--state-dir")
             .arg(&self.state_dir)
             .env("FLOTTE_HOSTNAME", &self.name)

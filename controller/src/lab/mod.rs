@@ -21,7 +21,7 @@ pub mod scenario;
 
 use crate::client::AdminClient;
 use crate::ctl::package::ReleaseSpec;
-use crate::ctl::{keys, output, package, sample};
+use crate::ctl::{keys, output, package, sample, trust};
 use anyhow::{Context, Result};
 use flotte_protocol::api::{AssignmentView, DeployRequest, Target};
 use flotte_protocol::{HealthCheck, HealthSpec};
@@ -65,9 +65,9 @@ pub fn run(options: &LabOptions) -> Result<bool> {
     let client = controller.client()?;
     println!("controller: api https://{}  quic {}", controller.api_addr, controller.quic_addr);
 
-    let (key, _) = keys::generate(&dir.join("signing.key"))?;
-    client.add_key(&key.public_key())?;
-    println!("signing key {} trusted", key.public_key().key_id());
+    let trust = trust::init(&client, &dir.join("offline-keys"), 3, 2)?;
+    let key = keys::load_secret(&trust.targets_key)?;
+    println!("TUF root v1 (2 of 3 root keys) and targets key created; root.json sha256 {}", trust.root_sha256);
 
     let mut agents = Vec::with_capacity(options.agents);
     for i in 1..=options.agents {

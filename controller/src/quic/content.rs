@@ -1,13 +1,15 @@
-//! Serving one content stream: a [`ContentRequest`] in, a
-//! [`ContentResponse`] and the requested byte range out.
+//! Serving one request stream: a [`StreamRequest`] in; for content a
+//! [`ContentResponse`] and the requested byte range out, for TUF metadata a
+//! [`MetadataResponse`] and the file.
 //!
 //! An agent may fetch only content of a release assigned to it. Ranges make
 //! downloads resumable: after a reconnect the agent asks from its offset.
+//! TUF metadata is public within the fleet: any enrolled agent may read it.
 
 use super::frames::{self, StreamError};
 use crate::server::Services;
 use flotte_protocol::AgentId;
-use flotte_protocol::messages::{ContentRequest, ContentResponse};
+use flotte_protocol::messages::{ContentRequest, ContentResponse, MetadataResponse, StreamRequest};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -21,7 +23,30 @@ pub async fn serve(
     mut recv: quinn::RecvStream,
     services: Arc<Services>,
 ) -> Result<(), StreamError> {
-    let Some(request) = frames::read::<ContentRequest>(&mut recv, "content request").await? else { return Ok(()) };
+    let Some(request) = frames::read::<StreamRequest>(&mut recv, "stream request").await? else { return Ok(()) };
+    match request {
+        StreamRequest::Content(request) => serve_content(agent, send, request, services).await,
+        StreamRequest::Metadata(request) => {
+            let bytes = crate::tuf::repository::file(&services.store, &request.file).ok().flatten();
+            debug!(%agent, file = %request.file, found = bytes.is_some(), "serving TUF metadata");
+            match bytes {
+                Some(bytes) => {
+                    frames::write(&mut send, &MetadataResponse::Ok { length: bytes.len() as u64 }).await?;
+                    send.write_all(&bytes).await?;
+                }
+                None => frames::write(&mut send, &MetadataResponse::NotFound).await?,
+            }
+            finish(send)
+        }
+    }
+}
+
+async fn serve_content(
+    agent: AgentId,
+    mut send: quinn::SendStream,
+    request: ContentRequest,
+    services: Arc<Services>,
+) -> Result<(), StreamError> {
     let allowed = services.store.agent_may_fetch(&agent, &request.digest).unwrap_or(false);
     let size = services.content.size(&request.digest).filter(|_| allowed);
     let Some(total_size) = size else {

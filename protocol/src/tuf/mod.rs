@@ -12,6 +12,7 @@
 //! - [`hashing`]: length and hash checks, whole or streamed.
 //! - [`expiry`]: the `expires` timestamp format.
 //! - [`repo`]: building and signing metadata (ed25519).
+//! - [`release`]: Flotte releases as targets entries (`custom` fields).
 //! - [`error`]: the error type, [`TufError`].
 //!
 //! # Guarantees
@@ -27,6 +28,7 @@ pub mod hashing;
 pub mod keys;
 pub mod metadata;
 pub mod path;
+pub mod release;
 pub mod repo;
 pub mod trusted;
 pub mod verify;

@@ -4,9 +4,10 @@
 //! - Repositories built by python-tuf (`tests/tuf/make_repo.py`, with
 //!   `tuf.api.metadata`) are accepted by `flotte-tuf-client`, and the
 //!   attacks built the same way are refused by it, each with its reason.
-//! - Repositories written by Flotte's signer (`flotte_protocol::tuf::repo`)
-//!   are accepted by python-tuf's `ngclient.Updater`
-//!   (`tests/tuf/ngclient_download.py`).
+//! - Repositories written by Flotte's signer (`flotte_protocol::tuf::repo`),
+//!   and the metadata a running controller serves after `flottectl trust
+//!   init|rotate|delegate` and `package publish`, are accepted by
+//!   python-tuf's `ngclient.Updater` (`tests/tuf/ngclient_download.py`).
 //!
 //! Repositories are served by a small HTTP server in this file, bound to
 //! 127.0.0.1 on an ephemeral port; a test switches the served stage to play
@@ -671,5 +672,62 @@ fn flotte_expired_timestamp_rejected_by_python_tuf() -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "ngclient must refuse: {stderr}");
     assert!(stderr.contains("ExpiredMetadataError"), "{stderr}");
+    Ok(())
+}
+
+// ---- a real controller's metadata, read by python-tuf's ngclient -----------
+
+#[test]
+fn controller_metadata_accepted_by_python_tuf() -> Result<()> {
+    use flotte_controller::ctl::{keys, package, sample, trust};
+    use flotte_protocol::tuf::release::Platform;
+
+    // A controller whose root was rotated once, with a delegated team role,
+    // and one release in each targets role.
+    let lab = flotte_tests::Lab::start()?;
+    let targets_key = lab.trusted_key()?;
+    let new_root = keys::generate(&lab.path("root-2.key"))?.0;
+    trust::rotate(&lab.client, &[new_root.public_key()], 1, None, &[lab.root_key()?, new_root])?;
+    let team = lab.untrusted_key()?;
+    trust::delegate(&lab.client, &targets_key, "team-x", &["team-x/*".into()], &[team.public_key()], 1)?;
+    let hello = sample::build(lab.dir.path(), "hello", "1.0.0", 0)?;
+    lab.publish_file(&targets_key, &hello, "hello", "1.0.0", &package::ReleaseSpec::default())?;
+    let app = sample::build(lab.dir.path(), "team-x", "1.0", 0)?;
+    let spec = package::ReleaseSpec::default();
+    package::publish_as(&lab.client, &team, "team-x", &app, "team-x", "1.0", &spec, &Platform::default())?;
+
+    // Its metadata, as the admin API serves it, and the package bytes under
+    // their target names, on a plain HTTP server.
+    let dir = tempfile::Builder::new().prefix("flotte-tuf-controller-").tempdir()?;
+    let repo_dir = dir.path().join("repo");
+    let meta = repo_dir.join("metadata");
+    std::fs::create_dir_all(&meta)?;
+    for file in ["1.root.json", "2.root.json", "timestamp.json", "snapshot.json", "targets.json", "team-x.json"] {
+        let bytes = lab.client.tuf_metadata(file)?.with_context(|| format!("controller has no {file}"))?;
+        std::fs::write(meta.join(file), bytes)?;
+    }
+    for (name, path) in [("hello/1.0.0", &hello), ("team-x/1.0", &app)] {
+        let dest = repo_dir.join("targets").join(name);
+        std::fs::create_dir_all(dest.parent().context("parent")?)?;
+        std::fs::copy(path, dest)?;
+    }
+    let server = RepoServer::start(repo_dir.clone())?;
+    let out = Command::new(python())
+        .arg(workspace().join("tests/tuf/ngclient_download.py"))
+        .arg(server.url("metadata"))
+        .arg(&lab.trust.root)
+        .arg(dir.path().join("client/metadata"))
+        .arg(server.url("targets"))
+        .arg(dir.path().join("client/targets"))
+        .args(["hello/1.0.0", "team-x/1.0"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ngclient refused the controller's metadata: {stderr}");
+    let versions: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(versions["root"], 2, "{versions}");
+    assert_eq!(versions["targets"], 3, "init, delegate, publish: {versions}");
+    let targets = dir.path().join("client/targets");
+    assert_eq!(std::fs::read(targets.join("hello%2F1.0.0"))?, std::fs::read(&hello)?);
+    assert_eq!(std::fs::read(targets.join("team-x%2F1.0"))?, std::fs::read(&app)?);
     Ok(())
 }
