@@ -14,6 +14,7 @@
 //! - [`enrollment`]: who the agent is and which keys it trusts.
 //! - [`journal`]: one record per job, written before each side effect.
 //! - [`outbox`]: reports until the controller acknowledges them.
+//! - [`catalog`]: pull offers for end users, and what they installed.
 //! - [`config`]: the settings of `flotte-agent run`.
 //!
 //! Shells (tokio, network, installers):
@@ -26,6 +27,8 @@
 //! - [`quarantine`]: packages refused until an admin clears them.
 //! - [`failpoint`]: crash hooks, compiled only with the `failpoints` feature.
 //! - [`inventory`]: host facts for `Hello`.
+//! - [`local`]: the local socket for the end-user CLI `flotte` (peer
+//!   credentials, pull policy, size-capped frames).
 //! - [`runner`]: the event loop tying it together.
 //! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
 //! - [`unit`]: `service install|uninstall`, the systemd unit file.
@@ -38,6 +41,7 @@
 //! - Only `main` installs a tracing subscriber.
 
 pub mod backoff;
+pub mod catalog;
 pub mod config;
 pub mod download;
 pub mod durable;
@@ -51,6 +55,7 @@ pub mod inventory;
 pub mod job;
 pub mod jobs;
 pub mod journal;
+pub mod local;
 pub mod outbox;
 pub mod quarantine;
 pub mod quic;

@@ -122,5 +122,6 @@ pub fn kind(message: &ControllerMessage) -> &'static str {
         ControllerMessage::Assign(_) => "Assign",
         ControllerMessage::Cancel { .. } => "Cancel",
         ControllerMessage::Ack { .. } => "Ack",
+        ControllerMessage::Offer(_) => "Offer",
     }
 }

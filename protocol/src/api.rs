@@ -229,6 +229,17 @@ pub struct RolloutRequest {
     /// `sat,sun 00:00-06:00 +01:00` (fixed UTC offset); `None`: any time.
     #[serde(default)]
     pub window: Option<String>,
+    /// `push` (required, the default) or `pull` (available in agents'
+    /// catalogs for end users to install).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// For `pull`: when the release becomes required; agents then install it
+    /// by themselves (inside the window).
+    #[serde(default)]
+    pub deadline: Option<Timestamp>,
+    /// Release notes shown to end users by `flotte list` (pull offers).
+    #[serde(default)]
+    pub notes: Option<String>,
 }
 
 /// Progress of one wave.
@@ -241,6 +252,9 @@ pub struct WaveView {
     pub succeeded: u64,
     pub failed: u64,
     pub silent: u64,
+    /// Pull offers in agents' catalogs that nobody acted on yet.
+    #[serde(default)]
+    pub offered: u64,
 }
 
 /// A rollout and where it stands.
@@ -270,6 +284,16 @@ pub struct RolloutView {
     /// While the stage is `outside_window`: when the window opens.
     #[serde(default)]
     pub window_opens: Option<Timestamp>,
+    /// `push` (required) or `pull` (available in agents' catalogs).
+    #[serde(default = "push")]
+    pub mode: String,
+    /// A pull rollout's deadline, after which it is required.
+    #[serde(default)]
+    pub deadline: Option<Timestamp>,
+}
+
+fn push() -> String {
+    "push".into()
 }
 
 /// `POST /v1/rollouts/{id}/rollback`: send every agent that committed the

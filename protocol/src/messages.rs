@@ -46,6 +46,39 @@ pub enum ControllerMessage {
     /// Every report with a sequence number up to and including `seq` is
     /// durably stored; the agent may forget them.
     Ack { seq: u64 },
+    /// Make this release available in the agent's catalog for the end user
+    /// to install (a pull rollout). Sent only on sessions that negotiated
+    /// protocol version [`OFFERS_SINCE`] or later.
+    Offer(Offer),
+}
+
+/// The first protocol version with [`ControllerMessage::Offer`] and
+/// [`InstallState::Offered`].
+pub const OFFERS_SINCE: u16 = 2;
+
+/// Longest [`Offer::notes`] in bytes; longer notes are cut by the controller.
+pub const MAX_OFFER_NOTES: usize = 4096;
+
+/// One release made available to one agent (a pull rollout). The agent
+/// keeps it in its catalog until the end user installs it (`flotte
+/// install`), or installs it by itself once `deadline` passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The assignment an install of this offer reports under, so the
+    /// rollout counts it like a push.
+    pub assignment: AssignmentId,
+    /// The release, as signed by its publisher; verified by the agent before
+    /// it is shown to anyone and again when it is installed.
+    pub release: SignedRelease,
+    pub issued_at: Timestamp,
+    /// After this time the release is required: the agent installs it
+    /// without being asked (inside `window`, if there is one).
+    pub deadline: Option<Timestamp>,
+    /// The rollout's maintenance window, honoured by a deadline install.
+    pub window: Option<crate::window::Window>,
+    /// What the admin tells end users about this release (release notes),
+    /// at most [`MAX_OFFER_NOTES`] bytes. Not signed by the publisher.
+    pub notes: Option<String>,
 }
 
 /// Opens the conversation; carries the version exchange.
@@ -185,6 +218,9 @@ pub enum InstallState {
     /// (`flotte-agent quarantine clear NAME`); `active_after` says what the
     /// agent found active.
     RollbackFailed { message: String },
+    /// The release is in the agent's catalog, waiting for the end user (a
+    /// pull offer was stored durably). Nothing was downloaded or installed.
+    Offered,
 }
 
 impl InstallState {
@@ -212,6 +248,7 @@ impl InstallState {
             InstallState::RollingBack => "rolling_back",
             InstallState::RolledBack { .. } => "rolled_back",
             InstallState::RollbackFailed { .. } => "rollback_failed",
+            InstallState::Offered => "offered",
         }
     }
 
@@ -372,6 +409,45 @@ mod tests {
         assert_eq!(postcard::to_stdvec(&InstallState::Succeeded).unwrap(), [4]);
         let failed = InstallState::Failed { class: FailureClass::Install, message: String::new() };
         assert_eq!(postcard::to_stdvec(&failed).unwrap(), [5, 2, 0]);
+    }
+
+    #[test]
+    fn offers_are_appended_so_version_1_messages_keep_their_encoding() {
+        assert_eq!(postcard::to_stdvec(&ControllerMessage::Ack { seq: 7 }).unwrap(), [4, 7]);
+        assert_eq!(postcard::to_stdvec(&InstallState::Offered).unwrap(), [10]);
+        assert!(!InstallState::Offered.is_terminal());
+        assert_eq!(InstallState::Offered.name(), "offered");
+        let meta = crate::ReleaseMetadata {
+            name: "app".into(),
+            version: "1.0".into(),
+            sha256: Sha256Digest::of(b"x"),
+            size: 1,
+            installer: crate::InstallerKind::Archive,
+            created_at: Timestamp::EPOCH,
+            health: None,
+            detect: None,
+            backup_paths: vec![],
+        };
+        let offer = ControllerMessage::Offer(Offer {
+            assignment: AssignmentId(3),
+            release: crate::SecretKey::from_seed([1; 32]).sign_release(&meta),
+            issued_at: Timestamp::EPOCH,
+            deadline: Some(Timestamp::from_unix_millis(9)),
+            window: Some("sat,sun 00:00-06:00".parse().unwrap()),
+            notes: Some("Fixes printing.".into()),
+        });
+        let mut d = FrameDecoder::new();
+        d.push(&encode(&offer).unwrap());
+        assert_eq!(d.next::<ControllerMessage>("control").unwrap(), Some(offer));
+    }
+
+    #[test]
+    fn peers_speak_the_newest_version_both_know() {
+        use crate::{PROTOCOL_VERSION, negotiate};
+        assert_eq!(negotiate(1, 1), Some(1), "a version 1 agent is still served");
+        assert_eq!(negotiate(1, PROTOCOL_VERSION + 5), Some(PROTOCOL_VERSION));
+        assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 2), None, "too new");
+        assert_eq!(negotiate(0, 0), None, "too old");
     }
 
     #[test]

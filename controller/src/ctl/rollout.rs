@@ -130,6 +130,18 @@ pub struct CreateArgs {
     /// "sat,sun 00:00-06:00 +01:00" (fixed UTC offset, no IANA zones yet).
     #[arg(long)]
     pub window: Option<String>,
+    /// push: agents install as soon as they are assigned (required).
+    /// pull: the release appears in agents' catalogs and end users install it
+    /// with `flotte install` (available).
+    #[arg(long, default_value = "push", value_parser = ["push", "pull"])]
+    pub mode: String,
+    /// With --mode pull: when the release becomes required; agents then
+    /// install it by themselves, inside --window if given. RFC 3339.
+    #[arg(long, value_parser = parse_start)]
+    pub deadline: Option<Timestamp>,
+    /// With --mode pull: release notes that `flotte list` shows end users.
+    #[arg(long)]
+    pub notes: Option<String>,
 }
 
 /// Parses RFC 3339 with `Z` or a `±HH:MM` offset.
@@ -175,6 +187,9 @@ impl CreateArgs {
             manual: self.manual,
             start_at: self.start,
             window: self.window.clone(),
+            mode: Some(self.mode.clone()),
+            deadline: self.deadline,
+            notes: self.notes.clone(),
         })
     }
 }
@@ -188,6 +203,7 @@ pub fn table(rollouts: &[RolloutView]) -> String {
             vec![
                 r.id.to_string(),
                 format!("{}@{}", r.name, r.version),
+                r.mode.clone(),
                 phase_label(r),
                 format!("{}/{}", t.1, r.targeted),
                 t.2.to_string(),
@@ -195,7 +211,7 @@ pub fn table(rollouts: &[RolloutView]) -> String {
             ]
         })
         .collect();
-    output::table(&["ID", "RELEASE", "PHASE", "SUCCEEDED", "FAILED", "CREATED"], &rows)
+    output::table(&["ID", "RELEASE", "MODE", "PHASE", "SUCCEEDED", "FAILED", "CREATED"], &rows)
 }
 
 /// (assigned, succeeded, failed+silent, pending)
@@ -222,6 +238,13 @@ pub fn details(r: &RolloutView) -> String {
     if let Some(start) = r.start_at {
         out.push_str(&format!("starts at {start}\n"));
     }
+    match (r.mode.as_str(), r.deadline) {
+        ("pull", Some(deadline)) => {
+            out.push_str(&format!("pull: offered to end users (`flotte install`), required from {deadline}\n"))
+        }
+        ("pull", None) => out.push_str("pull: offered to end users (`flotte install`), never required\n"),
+        _ => {}
+    }
     if let Some(window) = &r.window {
         out.push_str(&format!("maintenance window {window}"));
         match r.window_opens {
@@ -235,14 +258,15 @@ pub fn details(r: &RolloutView) -> String {
         let bad = if w.assigned == 0 { 0 } else { ((w.failed + w.silent) as usize * width) / w.assigned as usize };
         let bar = format!("{}{}{}", "#".repeat(done), "x".repeat(bad), ".".repeat(width.saturating_sub(done + bad)));
         out.push_str(&format!(
-            "  wave {} ({:>5}) [{bar}] {} assigned: {} succeeded, {} failed, {} silent, {} pending\n",
+            "  wave {} ({:>5}) [{bar}] {} assigned: {} succeeded, {} failed, {} silent, {} pending{}\n",
             i + 1,
             w.size,
             w.assigned,
             w.succeeded,
             w.failed,
             w.silent,
-            w.pending
+            w.pending,
+            if r.mode == "pull" { format!(", {} offered", w.offered) } else { String::new() },
         ));
     }
     out

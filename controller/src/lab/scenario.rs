@@ -59,6 +59,9 @@ impl Stage<'_> {
             manual: false,
             start_at: None,
             window: None,
+            mode: None,
+            deadline: None,
+            notes: None,
         }
     }
 

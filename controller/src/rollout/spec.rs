@@ -3,6 +3,7 @@
 //! value naming the problem, never a half-created rollout.
 
 use super::window::{self, Window, WindowError};
+use flotte_protocol::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -75,6 +76,45 @@ pub enum Advance {
     Manual,
 }
 
+/// Whether the rollout installs by itself or lets end users choose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Required: an agent installs as soon as it is assigned (inside the
+    /// window).
+    #[default]
+    Push,
+    /// Available: an assigned agent puts the release in its catalog and the
+    /// end user decides (`flotte install`). With a `deadline` it becomes
+    /// required then, and the agent installs it by itself.
+    Pull { deadline: Option<Timestamp> },
+}
+
+impl Mode {
+    /// `push` or `pull`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Push => "push",
+            Mode::Pull { .. } => "pull",
+        }
+    }
+
+    pub fn deadline(self) -> Option<Timestamp> {
+        match self {
+            Mode::Pull { deadline } => deadline,
+            Mode::Push => None,
+        }
+    }
+
+    /// Whether an assignment made at `now` leaves the choice to the end user.
+    pub fn is_optional_at(self, now: Timestamp) -> bool {
+        match self {
+            Mode::Push => false,
+            Mode::Pull { deadline } => deadline.is_none_or(|d| now < d),
+        }
+    }
+}
+
 /// The policy of one rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutPolicy {
@@ -93,6 +133,9 @@ pub struct RolloutPolicy {
     /// Waves start only while this window is open (`None`: any time).
     #[serde(default)]
     pub window: Option<Window>,
+    /// Push (required) or pull (available, optionally until a deadline).
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 /// Why a policy was refused.
@@ -151,6 +194,7 @@ impl RolloutPolicy {
             silence_policy: SilencePolicy::Failed,
             advance: Advance::Automatic,
             window: None,
+            mode: Mode::Push,
         }
     }
 

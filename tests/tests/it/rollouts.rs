@@ -20,6 +20,9 @@ fn request(version: &str, waves: &str) -> RolloutRequest {
         manual: false,
         start_at: None,
         window: None,
+        mode: None,
+        deadline: None,
+        notes: None,
     }
 }
 
