@@ -17,7 +17,8 @@
 //! - A removal is recorded before the uninstall runs and cleared after it,
 //!   so a removal interrupted by a crash is finished at the next start.
 //!
-//! [`install_time`] is the pure rule for deadline escalation.
+//! [`install_time`] is the pure rule for when a required install happens,
+//! and [`deferral`] the pure rule for `flotte defer`.
 
 use crate::durable;
 use crate::error::{AgentError, Result};
@@ -44,9 +45,33 @@ pub struct Removal {
     pub installer: InstallerKind,
 }
 
+/// One offer and what happened to it on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub offer: Offer,
+    /// When this agent stored it: a push with notice is required
+    /// `notice_secs` later.
+    pub received_at: Timestamp,
+    /// Deferrals the user took.
+    #[serde(default)]
+    pub deferrals_used: u32,
+    /// The required install waits at least until then.
+    #[serde(default)]
+    pub deferred_until: Option<Timestamp>,
+}
+
+/// Why `flotte defer` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeferError {
+    #[error("it is not required, so there is nothing to defer; it is installed only if you install it")]
+    NotRequired,
+    #[error("its {0} deferrals are used up")]
+    NoneLeft(u32),
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CatalogFile {
-    offers: Vec<Offer>,
+    offers: Vec<Entry>,
     #[serde(default)]
     pulled: BTreeMap<String, Pulled>,
     #[serde(default)]
@@ -57,7 +82,7 @@ struct CatalogFile {
 #[derive(Debug)]
 pub struct Catalog {
     path: PathBuf,
-    offers: BTreeMap<AssignmentId, Offer>,
+    offers: BTreeMap<AssignmentId, Entry>,
     pulled: BTreeMap<String, Pulled>,
     removing: Option<Removal>,
 }
@@ -73,7 +98,7 @@ impl Catalog {
         };
         Ok(Catalog {
             path: path.to_path_buf(),
-            offers: file.offers.into_iter().map(|o| (o.assignment, o)).collect(),
+            offers: file.offers.into_iter().map(|e| (e.offer.assignment, e)).collect(),
             pulled: file.pulled,
             removing: file.removing,
         })
@@ -90,23 +115,44 @@ impl Catalog {
         durable::write(&self.path, &bytes, durable::STATE)
     }
 
-    /// Stores `offer`; `false` (and nothing written) if it is already there.
-    pub fn insert(&mut self, offer: Offer) -> Result<bool> {
+    /// Stores `offer`, received at `now`; `false` (and nothing written) if
+    /// it is already there.
+    pub fn insert(&mut self, offer: Offer, now: Timestamp) -> Result<bool> {
         if self.offers.contains_key(&offer.assignment) {
             return Ok(false);
         }
-        self.offers.insert(offer.assignment, offer);
+        let entry = Entry { offer, received_at: now, deferrals_used: 0, deferred_until: None };
+        self.offers.insert(entry.offer.assignment, entry);
         self.save()?;
         Ok(true)
     }
 
     /// Drops the offer `id` (its job exists now).
-    pub fn take(&mut self, id: AssignmentId) -> Result<Option<Offer>> {
-        let offer = self.offers.remove(&id);
-        if offer.is_some() {
+    pub fn take(&mut self, id: AssignmentId) -> Result<Option<Entry>> {
+        let entry = self.offers.remove(&id);
+        if entry.is_some() {
             self.save()?;
         }
-        Ok(offer)
+        Ok(entry)
+    }
+
+    /// `flotte defer`: postpones the required install of offer `id`; the new
+    /// install time and the deferrals left.
+    pub fn defer(
+        &mut self,
+        id: AssignmentId,
+        now: Timestamp,
+    ) -> Result<std::result::Result<(Timestamp, u32), DeferError>> {
+        let Some(entry) = self.offers.get_mut(&id) else { return Ok(Err(DeferError::NotRequired)) };
+        let until = match deferral(entry, now) {
+            Ok(until) => until,
+            Err(e) => return Ok(Err(e)),
+        };
+        entry.deferred_until = Some(until);
+        entry.deferrals_used += 1;
+        let left = entry.offer.deferrals - entry.deferrals_used;
+        self.save()?;
+        Ok(Ok((until, left)))
     }
 
     /// Drops every offer for which `has_job` says a job exists.
@@ -116,7 +162,7 @@ impl Catalog {
         if self.offers.len() != before { self.save() } else { Ok(()) }
     }
 
-    pub fn offers(&self) -> impl Iterator<Item = &Offer> {
+    pub fn offers(&self) -> impl Iterator<Item = &Entry> {
         self.offers.values()
     }
 
@@ -164,13 +210,30 @@ impl Catalog {
     }
 }
 
-/// When the agent installs `offer` by itself, as seen at `now`: never
-/// without a deadline; otherwise at the deadline, or now if it has passed,
-/// moved to the next opening of the offer's maintenance window if that is
-/// closed then.
-pub fn install_time(offer: &Offer, now: Timestamp) -> Option<Timestamp> {
-    let due = offer.deadline?.max(now);
+/// When the agent installs an offer by itself, as seen at `now`: never for
+/// a plain pull offer; otherwise at its deadline (pull) or `notice_secs`
+/// after it was received (push with notice), no earlier than a deferral
+/// allows and no earlier than now, moved to the next opening of the offer's
+/// maintenance window if that is closed then.
+pub fn install_time(entry: &Entry, now: Timestamp) -> Option<Timestamp> {
+    let offer = &entry.offer;
+    let required = match (offer.deadline, offer.notice_secs) {
+        (Some(deadline), _) => deadline,
+        (None, Some(notice)) => entry.received_at.saturating_add(std::time::Duration::from_secs(notice.into())),
+        (None, None) => return None,
+    };
+    let due = required.max(entry.deferred_until.unwrap_or(required)).max(now);
     Some(offer.window.map_or(due, |w| w.next_open(due)))
+}
+
+/// Until when one more deferral postpones the install: `defer_secs` after
+/// the time it would happen now.
+pub fn deferral(entry: &Entry, now: Timestamp) -> std::result::Result<Timestamp, DeferError> {
+    let due = install_time(entry, now).ok_or(DeferError::NotRequired)?;
+    if entry.deferrals_used >= entry.offer.deferrals {
+        return Err(DeferError::NoneLeft(entry.offer.deferrals));
+    }
+    Ok(due.saturating_add(std::time::Duration::from_secs(entry.offer.defer_secs.into())))
 }
 
 #[cfg(test)]
@@ -201,7 +264,14 @@ mod tests {
             deadline: deadline.map(t),
             window: window.map(|w| w.parse().unwrap()),
             notes: None,
+            notice_secs: None,
+            deferrals: 0,
+            defer_secs: 0,
         }
+    }
+
+    fn entry(offer: Offer, received: &str) -> Entry {
+        Entry { offer, received_at: t(received), deferrals_used: 0, deferred_until: None }
     }
 
     #[test]
@@ -223,9 +293,28 @@ mod tests {
             (Some("2026-12-01T00:00:00Z"), Some("sat 02:00-03:00"), friday, Some("2026-12-05T02:00:00Z")),
         ];
         for (deadline, window, now, expected) in table {
-            let o = offer(1, *deadline, *window);
-            assert_eq!(install_time(&o, t(now)), expected.map(t), "{deadline:?} {window:?} at {now}");
+            let e = entry(offer(1, *deadline, *window), "2026-12-01T00:00:00Z");
+            assert_eq!(install_time(&e, t(now)), expected.map(t), "{deadline:?} {window:?} at {now}");
         }
+    }
+
+    #[test]
+    fn a_push_with_notice_installs_after_the_notice_and_each_deferral_postpones_it() {
+        let push = Offer { notice_secs: Some(900), deferrals: 2, defer_secs: 3600, ..offer(1, None, None) };
+        let mut e = entry(push, "2026-12-04T15:00:00Z");
+        let now = t("2026-12-04T15:05:00Z");
+        assert_eq!(install_time(&e, now), Some(t("2026-12-04T15:15:00Z")), "the notice");
+        // (deferral, install time after it)
+        for until in ["2026-12-04T16:15:00Z", "2026-12-04T17:15:00Z"] {
+            let next = deferral(&e, now).unwrap();
+            assert_eq!(next, t(until));
+            e.deferred_until = Some(next);
+            e.deferrals_used += 1;
+            assert_eq!(install_time(&e, now), Some(next));
+        }
+        assert_eq!(deferral(&e, now), Err(DeferError::NoneLeft(2)), "the budget is spent");
+        let plain = entry(offer(2, None, None), "2026-12-04T15:00:00Z");
+        assert_eq!(deferral(&plain, now), Err(DeferError::NotRequired), "a plain pull offer is never required");
     }
 
     #[test]
@@ -233,9 +322,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.json");
         let mut catalog = Catalog::load(&path).unwrap();
-        assert!(catalog.insert(offer(1, None, None)).unwrap());
-        assert!(!catalog.insert(offer(1, None, None)).unwrap(), "a redelivered offer is not new");
-        assert!(catalog.insert(offer(2, None, None)).unwrap());
+        let now = Timestamp::EPOCH;
+        assert!(catalog.insert(offer(1, None, None), now).unwrap());
+        assert!(!catalog.insert(offer(1, None, None), now).unwrap(), "a redelivered offer is not new");
+        let push = Offer { notice_secs: Some(60), deferrals: 1, defer_secs: 60, ..offer(2, None, None) };
+        assert!(catalog.insert(push, now).unwrap());
+        let (until, left) = catalog.defer(AssignmentId(2), now).unwrap().unwrap();
+        assert_eq!((until, left), (Timestamp::from_unix_millis(120_000), 0));
         let pulled = Pulled {
             assignment: AssignmentId(9),
             version: "9.0".into(),
@@ -252,8 +345,9 @@ mod tests {
         reloaded.forget_taken(|id| id == AssignmentId(1)).unwrap();
         reloaded.end_removal().unwrap();
 
-        let again = Catalog::load(&path).unwrap();
+        let mut again = Catalog::load(&path).unwrap();
         assert!(!again.contains(AssignmentId(1)) && again.contains(AssignmentId(2)));
+        assert_eq!(again.defer(AssignmentId(2), now).unwrap(), Err(DeferError::NoneLeft(1)), "deferrals are durable");
         assert!(!again.is_pulled("tool") && again.removal().is_none());
     }
 

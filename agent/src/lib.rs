@@ -27,6 +27,7 @@
 //! - [`quarantine`]: packages refused until an admin clears them.
 //! - [`failpoint`]: crash hooks, compiled only with the `failpoints` feature.
 //! - [`inventory`]: host facts for `Hello`.
+//! - [`notify`]: desktop notifications before installs users did not ask for.
 //! - [`local`]: the local socket for the end-user CLI `flotte` (peer
 //!   credentials, pull policy, size-capped frames).
 //! - [`runner`]: the event loop tying it together.
@@ -56,6 +57,7 @@ pub mod job;
 pub mod jobs;
 pub mod journal;
 pub mod local;
+pub mod notify;
 pub mod outbox;
 pub mod quarantine;
 pub mod quic;

@@ -171,6 +171,13 @@ pub struct OfferTerms {
     pub deadline: Option<Timestamp>,
     pub window: Option<flotte_protocol::window::Window>,
     pub notes: Option<String>,
+    /// A push with notice and deferrals (see `Offer`).
+    #[serde(default)]
+    pub notice_secs: Option<u32>,
+    #[serde(default)]
+    pub deferrals: u32,
+    #[serde(default)]
+    pub defer_secs: u32,
 }
 
 /// What happened to an enrollment token presented by an agent.
@@ -536,6 +543,9 @@ impl Store {
                         deadline: terms.deadline,
                         window: terms.window,
                         notes: terms.notes,
+                        notice_secs: terms.notice_secs,
+                        deferrals: terms.deferrals,
+                        defer_secs: terms.defer_secs,
                     })
                 }
             })

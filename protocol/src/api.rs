@@ -240,6 +240,17 @@ pub struct RolloutRequest {
     /// Release notes shown to end users by `flotte list` (pull offers).
     #[serde(default)]
     pub notes: Option<String>,
+    /// For `push`: how many times a user may postpone the install with
+    /// `flotte defer`. With deferrals, agents tell their users first and
+    /// install `notice_seconds` after receiving the assignment.
+    #[serde(default)]
+    pub deferrals: Option<u32>,
+    /// With deferrals: the notice users get before the install (default 900).
+    #[serde(default)]
+    pub notice_seconds: Option<u32>,
+    /// With deferrals: how long one deferral postpones it (default 3600).
+    #[serde(default)]
+    pub defer_seconds: Option<u32>,
 }
 
 /// Progress of one wave.
@@ -255,6 +266,9 @@ pub struct WaveView {
     /// Pull offers in agents' catalogs that nobody acted on yet.
     #[serde(default)]
     pub offered: u64,
+    /// Agents whose user postponed the install (and has not installed yet).
+    #[serde(default)]
+    pub deferred: u64,
 }
 
 /// A rollout and where it stands.
@@ -290,6 +304,9 @@ pub struct RolloutView {
     /// A pull rollout's deadline, after which it is required.
     #[serde(default)]
     pub deadline: Option<Timestamp>,
+    /// How many times users may defer a push install.
+    #[serde(default)]
+    pub deferrals: u32,
 }
 
 fn push() -> String {

@@ -79,6 +79,15 @@ pub struct Offer {
     /// What the admin tells end users about this release (release notes),
     /// at most [`MAX_OFFER_NOTES`] bytes. Not signed by the publisher.
     pub notes: Option<String>,
+    /// A push with notice: the release is required this many seconds after
+    /// the agent stored the offer; until then the user is told, and may
+    /// defer. `None` for a plain pull offer.
+    pub notice_secs: Option<u32>,
+    /// How many times the user may postpone the required install
+    /// (`flotte defer`).
+    pub deferrals: u32,
+    /// How long one deferral postpones it, in seconds.
+    pub defer_secs: u32,
 }
 
 /// Opens the conversation; carries the version exchange.
@@ -221,6 +230,9 @@ pub enum InstallState {
     /// The release is in the agent's catalog, waiting for the end user (a
     /// pull offer was stored durably). Nothing was downloaded or installed.
     Offered,
+    /// The user postponed the required install until `until`; `remaining`
+    /// deferrals are left.
+    Deferred { until: Timestamp, remaining: u32 },
 }
 
 impl InstallState {
@@ -249,6 +261,7 @@ impl InstallState {
             InstallState::RolledBack { .. } => "rolled_back",
             InstallState::RollbackFailed { .. } => "rollback_failed",
             InstallState::Offered => "offered",
+            InstallState::Deferred { .. } => "deferred",
         }
     }
 
@@ -435,6 +448,9 @@ mod tests {
             deadline: Some(Timestamp::from_unix_millis(9)),
             window: Some("sat,sun 00:00-06:00".parse().unwrap()),
             notes: Some("Fixes printing.".into()),
+            notice_secs: Some(600),
+            deferrals: 2,
+            defer_secs: 3600,
         });
         let mut d = FrameDecoder::new();
         d.push(&encode(&offer).unwrap());

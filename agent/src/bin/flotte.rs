@@ -3,9 +3,9 @@
 //! it, and see what is going on.
 //!
 //! Exit codes: 0 success; 1 the install or removal failed; 2 usage error;
-//! 3 no such software; 4 not allowed by the pull policy; 5 something else
-//! is under way for that package; 6 the agent cannot be reached; 7 gave up
-//! waiting (`--timeout`).
+//! 3 no such software; 4 not allowed by the pull policy; 5 not now
+//! (something else is under way for that package, or no deferral is left);
+//! 6 the agent cannot be reached; 7 gave up waiting (`--timeout`).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -58,6 +58,8 @@ enum Command {
     Remove { name: String },
     /// Installs under way or recent, and required installs coming up.
     Status,
+    /// Postpone the required install of NAME (as often as the administrator allows).
+    Defer { name: String },
 }
 
 /// A failure with its exit code.
@@ -140,6 +142,16 @@ fn run(cli: &Cli) -> Result<(), Exit> {
                 println!("{}", describe(&job));
             }
             if job.finished && !job.succeeded { Err(Exit(EXIT_FAILED, String::new())) } else { Ok(()) }
+        }
+        Command::Defer { name } => {
+            let Answer::Deferred { name, until, remaining } = ask(cli, &Request::Defer { name: name.clone() })? else {
+                return unexpected();
+            };
+            if cli.json {
+                return print_json(&serde_json::json!({ "deferred": name, "until": until, "remaining": remaining }));
+            }
+            println!("{name} will be installed at {until}; {remaining} deferral(s) left");
+            Ok(())
         }
         Command::Remove { name } => {
             let Answer::Removed { name, version } = ask(cli, &Request::Remove { name: name.clone() })? else {

@@ -5,8 +5,9 @@
 //! - Anyone who can reach the socket may read: `list`, `status`, and the
 //!   progress of an install. The catalog says what the admin offers this
 //!   host; nothing in it is secret from the host's users.
-//! - Installing and removing change the host, so only root, the users in
-//!   `install_users` and the members of `install_groups` may. Root always
+//! - Installing, removing and deferring change the host (or when it
+//!   changes), so only root, the users in `install_users` and the members of
+//!   `install_groups` may. Root always
 //!   may: it could edit agent.toml anyway.
 //! - By default both lists are empty: only root may install. An admin opens
 //!   pull to a host's users by naming them or a group (e.g. `sudo`,
@@ -68,6 +69,7 @@ impl PullPolicy {
         let verb = match request {
             Request::Install { .. } => "install",
             Request::Remove { .. } => "remove",
+            Request::Defer { .. } => "defer",
             Request::List | Request::Status | Request::Job { .. } => return Ok(()),
         };
         if caller.is_root() || self.may_change(caller) {
@@ -108,6 +110,8 @@ mod tests {
             (caller(1001, "bob", &["bob", "staff"]), &install, true),
             (caller(1002, "carol", &["carol", "users"]), &install, false),
             (caller(1002, "carol", &["carol", "users"]), &remove, false),
+            (caller(1001, "bob", &["staff"]), &Request::Defer { name: "app".into() }, true),
+            (caller(1002, "carol", &["users"]), &Request::Defer { name: "app".into() }, false),
             (caller(1003, "", &[]), &install, false),
             // Reading is open to everyone who can reach the socket.
             (caller(1002, "carol", &[]), &Request::List, true),

@@ -45,13 +45,15 @@ pub enum Request {
     Remove { name: String },
     /// Where one install stands.
     Job { assignment: u64 },
+    /// Postpone the required install of `name` (a deferral).
+    Defer { name: String },
 }
 
 impl Request {
     /// Whether the request changes the host (and so needs the policy's
     /// permission rather than only a connection).
     pub fn changes_host(&self) -> bool {
-        matches!(self, Request::Install { .. } | Request::Remove { .. })
+        matches!(self, Request::Install { .. } | Request::Remove { .. } | Request::Defer { .. })
     }
 }
 
@@ -67,6 +69,12 @@ pub enum Answer {
     Removed {
         name: String,
         version: Option<String>,
+    },
+    /// The required install waits until `until` (RFC 3339).
+    Deferred {
+        name: String,
+        until: String,
+        remaining: u32,
     },
     Error {
         code: ErrorCode,

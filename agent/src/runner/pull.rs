@@ -18,16 +18,18 @@
 //!   deadline creates finds it complete and needs no connection. Offers
 //!   without a deadline are not downloaded until a user installs them.
 //! - `remove` applies only to packages a user installed with `flotte
-//!   install` (software an admin requires is the admin's to remove), goes
+//!   install` from a plain pull offer (software an admin requires, by a
+//!   push or a deadline, is the admin's to remove), goes
 //!   through the installer's `uninstall`, and is recorded in the catalog
 //!   before it runs so that a crash does not leave it half-done.
 
 use super::{Agent, now};
-use crate::catalog::{self, Pulled, Removal};
+use crate::catalog::{self, Entry, Pulled, Removal};
 use crate::job::{Job, JobState};
 use crate::local::policy::Caller;
 use crate::local::server::LocalCall;
 use crate::local::wire::{Answer, Available, ErrorCode, Installed, JobView, Listing, Request, Status};
+use crate::notify;
 use flotte_protocol::messages::{AgentMessage, Assignment, FailureClass, InstallState, Offer};
 use flotte_protocol::{AssignmentId, ReleaseMetadata, ReleaseVerifier, SignedRelease, Timestamp};
 use std::time::Duration;
@@ -59,10 +61,11 @@ impl Agent {
                 return;
             }
         };
-        match self.catalog.insert(offer) {
+        match self.catalog.insert(offer, now()) {
             Ok(_) => {
                 tracing::info!(assignment = %id, release = %meta.label(), "release offered to this host's users");
                 self.report_offer(id, InstallState::Offered).await;
+                self.tell_users(id);
                 self.prefetch().await;
             }
             Err(e) => {
@@ -78,13 +81,14 @@ impl Agent {
         if self.fetch.is_some() || self.link.is_none() || self.link_error.is_some() {
             return;
         }
-        let next = self.catalog.offers().filter(|o| o.deadline.is_some()).find_map(|o| {
-            if self.prefetched.contains(&o.assignment) {
+        let now = now();
+        let next = self.catalog.offers().filter(|e| catalog::install_time(e, now).is_some()).find_map(|e| {
+            if self.prefetched.contains(&e.offer.assignment) {
                 return None;
             }
-            let meta = self.verified(&o.release)?;
+            let meta = self.verified(&e.offer.release)?;
             let have = std::fs::metadata(self.state.download(&meta.sha256)).map_or(0, |m| m.len());
-            (have != meta.size).then_some((o.assignment, meta))
+            (have != meta.size).then_some((e.offer.assignment, meta))
         });
         let Some((id, meta)) = next else { return };
         self.prefetched.insert(id);
@@ -113,8 +117,8 @@ impl Agent {
         let due: Vec<AssignmentId> = self
             .catalog
             .offers()
-            .filter(|o| catalog::install_time(o, now).is_some_and(|t| t <= now))
-            .map(|o| o.assignment)
+            .filter(|e| catalog::install_time(e, now).is_some_and(|t| t <= now))
+            .map(|e| e.offer.assignment)
             .collect();
         for id in due {
             tracing::info!(assignment = %id, "the offer's deadline passed: installing it as required");
@@ -126,7 +130,9 @@ impl Agent {
 
     /// Turns offer `id` into a job (journaled), then drops it from the catalog.
     async fn take_offer(&mut self, id: AssignmentId) -> crate::error::Result<()> {
-        let Some(offer) = self.catalog.offers().find(|o| o.assignment == id).cloned() else { return Ok(()) };
+        let Some(offer) = self.catalog.offers().find(|e| e.offer.assignment == id).map(|e| e.offer.clone()) else {
+            return Ok(());
+        };
         let assignment = Assignment { id, release: offer.release, issued_at: offer.issued_at };
         self.jobs.assign(now(), assignment);
         self.drive().await;
@@ -146,6 +152,7 @@ impl Agent {
             },
             Request::Install { name } => self.install(&caller, &name).await,
             Request::Remove { name } => self.remove(&caller, &name).await,
+            Request::Defer { name } => self.defer(&caller, &name).await,
         };
         let _ = reply.send(answer);
     }
@@ -159,14 +166,14 @@ impl Agent {
         let mut available: Vec<Available> = self
             .catalog
             .offers()
-            .filter_map(|o| {
-                let meta = self.verified(&o.release)?;
+            .filter_map(|e| {
+                let meta = self.verified(&e.offer.release)?;
                 Some(Available {
                     name: meta.name,
                     version: meta.version,
-                    notes: o.notes.clone(),
-                    deadline: o.deadline.map(|d| d.to_string()),
-                    install_due: catalog::install_time(o, now).map(|t| t.to_string()),
+                    notes: e.offer.notes.clone(),
+                    deadline: e.offer.deadline.map(|d| d.to_string()),
+                    install_due: catalog::install_time(e, now).map(|t| t.to_string()),
                 })
             })
             .collect();
@@ -190,14 +197,10 @@ impl Agent {
             .map(|j| self.job_view(j))
             .collect();
         let mut notices = Vec::new();
-        for offer in self.catalog.offers() {
-            let (Some(meta), Some(deadline)) = (self.verified(&offer.release), offer.deadline) else { continue };
-            let at = catalog::install_time(offer, now).unwrap_or(deadline);
-            notices.push(format!(
-                "{} {} is required from {deadline}: it will be installed at {at} unless you install it earlier \
-                 with `flotte install {}`",
-                meta.name, meta.version, meta.name
-            ));
+        for entry in self.catalog.offers() {
+            if let Some(notice) = self.notice(entry, now) {
+                notices.push(notice);
+            }
         }
         Status { connected: self.link.is_some(), jobs, notices }
     }
@@ -240,7 +243,7 @@ impl Agent {
         let newest = self
             .catalog
             .offers()
-            .filter_map(|o| self.verified(&o.release).filter(|m| m.name == name).map(|m| (o.assignment, m)))
+            .filter_map(|e| self.verified(&e.offer.release).filter(|m| m.name == name).map(|m| (e.offer.assignment, m)))
             .max_by_key(|(id, _)| *id);
         let Some((id, meta)) = newest else {
             if let Some(job) = self.running_job(name) {
@@ -262,10 +265,15 @@ impl Agent {
             );
         }
         tracing::info!(caller = %caller.describe(), assignment = %id, release = %meta.label(), "user install");
-        let pulled =
-            Pulled { assignment: id, version: meta.version.clone(), installer: meta.installer, by: caller.describe() };
-        if let Err(e) = self.catalog.record_pulled(name, pulled) {
-            return error(ErrorCode::Internal, format!("cannot record the install: {e}"));
+        // Only software nobody requires is the user's to remove later.
+        let optional =
+            self.catalog.offers().any(|e| e.offer.assignment == id && catalog::install_time(e, now()).is_none());
+        if optional {
+            let by = caller.describe();
+            let pulled = Pulled { assignment: id, version: meta.version.clone(), installer: meta.installer, by };
+            if let Err(e) = self.catalog.record_pulled(name, pulled) {
+                return error(ErrorCode::Internal, format!("cannot record the install: {e}"));
+            }
         }
         if let Err(e) = self.take_offer(id).await {
             return error(ErrorCode::Internal, format!("cannot start the install: {e}"));
@@ -273,6 +281,56 @@ impl Agent {
         match self.jobs.get(id) {
             Some(job) => Answer::Started(self.job_view(job)),
             None => error(ErrorCode::Internal, "the install vanished"),
+        }
+    }
+
+    /// What a user should know about an offer that will be installed
+    /// without being asked: what changes, when, and how to defer.
+    fn notice(&self, entry: &Entry, now: Timestamp) -> Option<String> {
+        let at = catalog::install_time(entry, now)?;
+        let meta = self.verified(&entry.offer.release)?;
+        let left = entry.offer.deferrals.saturating_sub(entry.deferrals_used);
+        let mut text = format!("{} {} will be installed at {at}", meta.name, meta.version);
+        if let Some(deadline) = entry.offer.deadline {
+            text.push_str(&format!(" (required from {deadline})"));
+        }
+        text.push_str(&format!("; install it now with `flotte install {}`", meta.name));
+        if left > 0 {
+            text.push_str(&format!(" or postpone it with `flotte defer {}` ({left} left)", meta.name));
+        }
+        Some(text)
+    }
+
+    /// Tells the users with a desktop session about offer `id`'s required
+    /// install, if it has one (best effort; `flotte status` always says it).
+    fn tell_users(&self, id: AssignmentId) {
+        let Some(entry) = self.catalog.offers().find(|e| e.offer.assignment == id) else { return };
+        if let Some(text) = self.notice(entry, now()) {
+            notify::desktop("Software update", &text);
+        }
+    }
+
+    /// The catalog entry a user means by `name`: the newest offer of it.
+    fn entry_named(&self, name: &str) -> Option<AssignmentId> {
+        self.catalog
+            .offers()
+            .filter(|e| self.verified(&e.offer.release).is_some_and(|m| m.name == name))
+            .map(|e| e.offer.assignment)
+            .max()
+    }
+
+    async fn defer(&mut self, caller: &Caller, name: &str) -> Answer {
+        let Some(id) = self.entry_named(name) else {
+            return error(ErrorCode::NotFound, format!("no install of {name:?} is waiting on this host"));
+        };
+        match self.catalog.defer(id, now()) {
+            Ok(Ok((until, remaining))) => {
+                tracing::info!(caller = %caller.describe(), assignment = %id, %until, remaining, "install deferred");
+                self.report_offer(id, InstallState::Deferred { until, remaining }).await;
+                Answer::Deferred { name: name.to_string(), until: until.to_string(), remaining }
+            }
+            Ok(Err(refusal)) => error(ErrorCode::Busy, format!("cannot defer {name}: {refusal}")),
+            Err(e) => error(ErrorCode::Internal, format!("cannot record the deferral: {e}")),
         }
     }
 

@@ -5,7 +5,7 @@
 use super::{Actor, ApiResult, ApiState, Failure};
 use crate::rollout::driver::after_step;
 use crate::rollout::persist::Extras;
-use crate::rollout::spec::{Advance, Mode, RolloutPolicy, SilencePolicy, parse_failure_limit, parse_waves};
+use crate::rollout::spec::{Advance, Deferral, Mode, RolloutPolicy, SilencePolicy, parse_failure_limit, parse_waves};
 use crate::rollout::targets::{self, Facts};
 use crate::rollout::window::WindowError;
 use crate::rollout::{CommandError, Rollout};
@@ -21,6 +21,11 @@ use std::time::Duration;
 /// Start times this far in the past are still "now" (clock skew between
 /// the admin's laptop and the controller).
 const START_SKEW: Duration = Duration::from_secs(60);
+
+/// Default notice users get before a push install with deferrals.
+pub const DEFAULT_NOTICE_SECS: u32 = 900;
+/// Default postponement of one deferral.
+pub const DEFAULT_DEFER_SECS: u32 = 3600;
 
 pub(super) async fn create(
     State(state): State<ApiState>,
@@ -78,6 +83,14 @@ fn policy_of(req: &RolloutRequest) -> Result<RolloutPolicy, Failure> {
             ("pull", deadline) => Mode::Pull { deadline },
             (other, _) => return Err(bad(format!("unknown mode {other:?}; use push or pull"))),
         },
+        deferral: match req.deferrals {
+            None | Some(0) => None,
+            Some(count) => Some(Deferral {
+                count,
+                notice: Duration::from_secs(req.notice_seconds.unwrap_or(DEFAULT_NOTICE_SECS).into()),
+                defer_by: Duration::from_secs(req.defer_seconds.unwrap_or(DEFAULT_DEFER_SECS).max(1).into()),
+            }),
+        },
     };
     policy.validate().map_err(|e| bad(e.to_string()))?;
     Ok(policy)
@@ -87,6 +100,17 @@ fn policy_of(req: &RolloutRequest) -> Result<RolloutPolicy, Failure> {
 /// the past is refused (the release would be required at once: that is a
 /// push).
 fn offer_terms(req: &RolloutRequest, policy: &RolloutPolicy, now: Timestamp) -> Result<Option<OfferTerms>, Failure> {
+    if let Some(d) = policy.deferral {
+        // A push with notice: delivered as an offer that becomes required
+        // `notice` after the agent stores it.
+        return Ok(Some(OfferTerms {
+            window: policy.window,
+            notice_secs: Some(u32::try_from(d.notice.as_secs()).unwrap_or(u32::MAX)),
+            deferrals: d.count,
+            defer_secs: u32::try_from(d.defer_by.as_secs()).unwrap_or(u32::MAX),
+            ..OfferTerms::default()
+        }));
+    }
     let Mode::Pull { deadline } = policy.mode else {
         if req.notes.is_some() {
             return Err(bad("release notes are shown to end users only for pull rollouts").hint("add --mode pull"));
@@ -110,7 +134,7 @@ fn offer_terms(req: &RolloutRequest, policy: &RolloutPolicy, now: Timestamp) -> 
     {
         return Err(bad(format!("release notes are {} bytes; the limit is {MAX_OFFER_NOTES}", n.len())));
     }
-    Ok(Some(OfferTerms { deadline, window: policy.window, notes }))
+    Ok(Some(OfferTerms { deadline, window: policy.window, notes, ..OfferTerms::default() }))
 }
 
 /// A rollout to create.
@@ -157,7 +181,7 @@ fn start(state: &ApiState, actor: &Actor, new: Plan<'_>) -> Result<u64, Failure>
         "rollout.create",
         &format!(
             "rollout {id}: {label} ({}) to {} agents ({}), waves {}",
-            describe_mode(policy.mode),
+            describe_mode(&policy),
             agents.len(),
             targets::describe(target),
             policy.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
@@ -168,10 +192,11 @@ fn start(state: &ApiState, actor: &Actor, new: Plan<'_>) -> Result<u64, Failure>
     Ok(id)
 }
 
-fn describe_mode(mode: Mode) -> String {
-    match mode {
-        Mode::Pull { deadline: Some(d) } => format!("pull until {d}"),
-        other => other.name().to_string(),
+fn describe_mode(policy: &RolloutPolicy) -> String {
+    match (policy.mode, policy.deferral) {
+        (Mode::Pull { deadline: Some(d) }, _) => format!("pull until {d}"),
+        (Mode::Push, Some(d)) => format!("push with {} deferrals", d.count),
+        (other, _) => other.name().to_string(),
     }
 }
 

@@ -142,6 +142,17 @@ pub struct CreateArgs {
     /// With --mode pull: release notes that `flotte list` shows end users.
     #[arg(long)]
     pub notes: Option<String>,
+    /// With --mode push: users may postpone the install this many times
+    /// (`flotte defer`); agents tell them first (desktop notification,
+    /// `flotte status`) and install --notice after receiving it.
+    #[arg(long)]
+    pub deferrals: Option<u32>,
+    /// With --deferrals: the notice before the install (default 15m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub notice: Option<Duration>,
+    /// With --deferrals: how long one deferral postpones it (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub defer_by: Option<Duration>,
 }
 
 /// Parses RFC 3339 with `Z` or a `±HH:MM` offset.
@@ -190,6 +201,9 @@ impl CreateArgs {
             mode: Some(self.mode.clone()),
             deadline: self.deadline,
             notes: self.notes.clone(),
+            deferrals: self.deferrals,
+            notice_seconds: self.notice.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+            defer_seconds: self.defer_by.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
         })
     }
 }
@@ -243,6 +257,10 @@ pub fn details(r: &RolloutView) -> String {
             out.push_str(&format!("pull: offered to end users (`flotte install`), required from {deadline}\n"))
         }
         ("pull", None) => out.push_str("pull: offered to end users (`flotte install`), never required\n"),
+        _ if r.deferrals > 0 => out.push_str(&format!(
+            "push with notice: users are told first and may defer {} times (`flotte defer`)\n",
+            r.deferrals
+        )),
         _ => {}
     }
     if let Some(window) = &r.window {
@@ -266,7 +284,11 @@ pub fn details(r: &RolloutView) -> String {
             w.failed,
             w.silent,
             w.pending,
-            if r.mode == "pull" { format!(", {} offered", w.offered) } else { String::new() },
+            match (r.mode.as_str(), r.deferrals) {
+                ("pull", _) => format!(", {} offered", w.offered),
+                (_, 0) => String::new(),
+                _ => format!(", {} deferred", w.deferred),
+            },
         ));
     }
     out

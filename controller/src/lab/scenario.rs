@@ -62,6 +62,9 @@ impl Stage<'_> {
             mode: None,
             deadline: None,
             notes: None,
+            deferrals: None,
+            notice_seconds: None,
+            defer_seconds: None,
         }
     }
 

@@ -132,6 +132,8 @@ pub enum Outcome {
     Failed,
     /// A pull offer is in the agent's catalog; its user has not chosen yet.
     Offered,
+    /// The user postponed a required install (still pending, counted).
+    Deferred,
 }
 
 /// Something the controller must carry out or record.
@@ -188,6 +190,8 @@ enum Status {
     Silent,
     /// A pull offer its user has not acted on: outside the denominator.
     Offered,
+    /// Pending, and its user postponed the install.
+    Deferred,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +214,9 @@ pub struct Tally {
     /// Pull offers nobody acted on yet.
     #[serde(default)]
     pub offered: u64,
+    /// Pending installs whose user postponed them.
+    #[serde(default)]
+    pub deferred: u64,
 }
 
 impl Tally {
@@ -221,6 +228,7 @@ impl Tally {
             Status::Failed => Some(&mut self.failed),
             Status::Silent => Some(&mut self.silent),
             Status::Offered => Some(&mut self.offered),
+            Status::Deferred => Some(&mut self.deferred),
         }
     }
 
@@ -231,6 +239,7 @@ impl Tally {
         self.failed += other.failed;
         self.silent += other.silent;
         self.offered += other.offered;
+        self.deferred += other.deferred;
     }
 
     /// Failures under `policy` (silent agents may count).
@@ -385,11 +394,12 @@ impl Rollout {
             Outcome::Progress | Outcome::Offered => Status::Pending,
             Outcome::Succeeded => Status::Succeeded,
             Outcome::Failed => Status::Failed,
+            Outcome::Deferred => Status::Deferred,
         };
         if let Some(m) = self.members.get_mut(agent) {
             m.heard_at = Some(now);
         }
-        if status == Status::Pending {
+        if matches!(status, Status::Pending | Status::Deferred) {
             self.silence.insert((now.saturating_add(self.policy.silence_deadline), agent.clone()));
         }
         self.set_status(agent, status);

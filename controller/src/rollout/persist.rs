@@ -54,6 +54,7 @@ pub fn outcome(state: &InstallState) -> Outcome {
     match state {
         InstallState::Succeeded => Outcome::Succeeded,
         InstallState::Offered => Outcome::Offered,
+        InstallState::Deferred { .. } => Outcome::Deferred,
         s if s.is_terminal() => Outcome::Failed,
         _ => Outcome::Progress,
     }
@@ -374,6 +375,7 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
             failed: t.failed,
             silent: t.silent,
             offered: t.offered,
+            deferred: t.deferred,
         })
         .collect();
     RolloutView {
@@ -393,5 +395,6 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
         window_opens,
         mode: rollout.policy().mode.name().to_string(),
         deadline: rollout.policy().mode.deadline(),
+        deferrals: rollout.policy().deferral.map_or(0, |d| d.count),
     }
 }

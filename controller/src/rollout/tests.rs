@@ -30,6 +30,7 @@ fn policy(waves: &str) -> RolloutPolicy {
         advance: Advance::Automatic,
         window: None,
         mode: Mode::Push,
+        deferral: None,
     }
 }
 
@@ -520,4 +521,29 @@ fn a_paused_pull_rollout_still_escalates_at_its_deadline() {
     sim.rollout.resume(sim.now).unwrap();
     sim.drain();
     assert!(matches!(sim.rollout.phase(), Phase::Running { stage: Stage::Deploying, .. }), "{:?}", sim.rollout.phase());
+}
+
+#[test]
+fn a_deferred_install_stays_pending_and_counts_once() {
+    let p = RolloutPolicy {
+        deferral: Some(super::spec::Deferral { count: 1, notice: MINUTE, defer_by: HOUR }),
+        silence_deadline: 3 * HOUR,
+        ..policy("100%")
+    };
+    let mut sim = Sim::new(p, 2);
+    let (a, b) = (agent(0), agent(1));
+    sim.report(&a, Outcome::Offered);
+    sim.report(&a, Outcome::Deferred);
+    let t = sim.rollout.total();
+    assert_eq!((t.pending, t.deferred, t.offered), (1, 1, 0), "push offers are pending, not optional");
+    sim.report(&b, Outcome::Succeeded);
+    assert_eq!(sim.rollout.phase().name(), "running", "the wave waits for the deferred agent");
+    // The silence deadline covers the notice and the deferrals: two hours later it is not silent.
+    sim.tick(120);
+    assert_eq!(sim.rollout.total().silent, 0);
+    sim.report(&a, Outcome::Progress);
+    sim.report(&a, Outcome::Succeeded);
+    let t = sim.rollout.total();
+    assert_eq!((t.succeeded, t.deferred, t.pending), (2, 0, 0));
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
 }

@@ -33,6 +33,9 @@ fn pull_request(version: &str, deadline: Option<Timestamp>) -> RolloutRequest {
         mode: Some("pull".into()),
         deadline,
         notes: Some("Says hello.\nNow in colour.".into()),
+        deferrals: None,
+        notice_seconds: None,
+        defer_seconds: None,
     }
 }
 
@@ -215,7 +218,11 @@ fn at_the_deadline_the_agent_installs_by_itself_even_with_the_controller_down() 
     lab.wait_report(&agent, created.id, "offered")?;
     assert_eq!(lab.client.rollout(created.id)?.stage.as_deref(), Some("awaiting_deadline"));
     let status = flotte(&lab, &agent, &user, &["status"])?;
-    assert!(stdout(&status).contains("hello 1.0.0 is required from"), "users are told: {}", stdout(&status));
+    let told = stdout(&status);
+    assert!(
+        told.contains("hello 1.0.0 will be installed at") && told.contains("(required from"),
+        "users are told: {told}"
+    );
 
     // The agent fetches the content of an offer with a deadline ahead of
     // time (white box: its download file is complete), so that it can keep
@@ -239,5 +246,61 @@ fn at_the_deadline_the_agent_installs_by_itself_even_with_the_controller_down() 
     let reports = lab.reports(&agent)?;
     let received = reports.iter().find(|r| r.state.name() == "received").context("a received report")?;
     assert!(received.at >= deadline, "the install began at the deadline ({}), not before ({})", deadline, received.at);
+    Ok(())
+}
+
+#[test]
+fn a_user_told_of_a_push_defers_it_once_and_the_rollout_shows_it() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let user = test_user()?;
+    let agent = agent_allowing(&mut lab, &user)?;
+    open_lab_dir(&lab)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    let push = RolloutRequest {
+        mode: Some("push".into()),
+        notes: None,
+        deferrals: Some(1),
+        notice_seconds: Some(3600),
+        defer_seconds: Some(3600),
+        silence_seconds: 3 * 3600,
+        ..pull_request("1.0.0", None)
+    };
+    let created = lab.client.create_rollout(&push)?;
+    assert_eq!((created.mode.as_str(), created.deferrals), ("push", 1));
+    lab.wait_report(&agent, created.id, "offered")?;
+
+    // The user is told what will change and when, and how to defer.
+    let status = flotte(&lab, &agent, &user, &["status"])?;
+    assert!(stdout(&status).contains("hello 1.0.0 will be installed at"), "{}", stdout(&status));
+    assert!(stdout(&status).contains("`flotte defer hello` (1 left)"), "{}", stdout(&status));
+
+    let defer = flotte(&lab, &agent, &user, &["defer", "hello", "--json"])?;
+    assert!(defer.status.success(), "{}", stderr(&defer));
+    assert_eq!(json(&defer)?["remaining"], 0);
+    let deferred = lab.wait_report(&agent, created.id, "deferred")?;
+    assert!(
+        matches!(deferred.state, flotte_protocol::messages::InstallState::Deferred { remaining: 0, .. }),
+        "{deferred:?}"
+    );
+    let view = wait_for("the rollout to count the deferral", DEADLINE, || {
+        let r = lab.client.rollout(created.id)?;
+        Ok((r.waves[0].deferred == 1).then_some(r))
+    })?;
+    assert_eq!(view.phase, "running", "a deferred install is still pending");
+    let again = flotte(&lab, &agent, &user, &["defer", "hello"])?;
+    assert_eq!(again.status.code(), Some(5), "{}", stderr(&again));
+    assert!(stderr(&again).contains("deferrals are used up"), "{}", stderr(&again));
+    assert_eq!(agent.active_version("hello"), None, "nothing installed while deferred");
+
+    // The user may still take it now; it is required, so not theirs to remove.
+    let install = flotte(&lab, &agent, &user, &["install", "hello"])?;
+    assert!(install.status.success(), "{}", stderr(&install));
+    assert_eq!(agent.active_version("hello").as_deref(), Some("1.0.0"));
+    let done = wait_phase(&lab, created.id, "completed")?;
+    assert_eq!((done.waves[0].succeeded, done.waves[0].deferred), (1, 0));
+    let remove = flotte(&lab, &agent, &user, &["remove", "hello"])?;
+    assert_eq!(remove.status.code(), Some(4), "{}", stderr(&remove));
+    assert_eq!(agent.active_version("hello").as_deref(), Some("1.0.0"));
     Ok(())
 }

@@ -23,6 +23,9 @@ fn request(version: &str, waves: &str) -> RolloutRequest {
         mode: None,
         deadline: None,
         notes: None,
+        deferrals: None,
+        notice_seconds: None,
+        defer_seconds: None,
     }
 }
 
