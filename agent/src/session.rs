@@ -26,7 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long closing waits for the close to reach the controller.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The oldest protocol version this agent speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+pub use flotte_protocol::MIN_PROTOCOL_VERSION;
 
 /// A live, welcomed connection.
 #[derive(Debug)]
@@ -122,5 +122,6 @@ pub fn kind(message: &ControllerMessage) -> &'static str {
         ControllerMessage::Assign(_) => "Assign",
         ControllerMessage::Cancel { .. } => "Cancel",
         ControllerMessage::Ack { .. } => "Ack",
+        ControllerMessage::Offer(_) => "Offer",
     }
 }

@@ -11,6 +11,7 @@ mod faults;
 mod inventory;
 mod lab;
 mod packaging;
+mod pull;
 mod quic_raw;
 mod rollback;
 mod rollouts;
