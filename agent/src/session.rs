@@ -44,6 +44,13 @@ impl Session {
     /// Connects, opens the control stream, sends `hello` and waits for `Welcome`.
     pub async fn open(config: quinn::ClientConfig, host: String, port: u16, hello: Hello) -> Result<Session> {
         let (endpoint, connection) = quic::connect(&config, &host, port).await?;
+        Self::handshake(endpoint, connection, hello).await
+    }
+
+    /// Opens the control stream on an established `connection` (made
+    /// through `endpoint`), sends `hello` and waits for `Welcome`. The
+    /// fleet simulator connects many agents through one shared endpoint.
+    pub async fn handshake(endpoint: Endpoint, connection: Connection, hello: Hello) -> Result<Session> {
         let (mut send, mut recv) = connection
             .open_bi()
             .await

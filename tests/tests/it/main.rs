@@ -4,6 +4,7 @@
 
 mod agent_faults;
 mod auth;
+mod bench_smoke;
 mod controller_config;
 mod crash;
 mod delivery;
