@@ -12,7 +12,8 @@
 //! - Both sides speak the newest protocol version they share
 //!   ([`flotte_protocol::negotiate`]). Offers of pull rollouts go only to
 //!   agents speaking [`OFFERS_SINCE`] or later; an older agent never sees
-//!   them (it has no catalog to put them in).
+//!   them (it has no catalog to put them in), and gets a push with notice
+//!   as a plain `Assign`.
 
 use super::frames;
 use crate::pki::fingerprint;
@@ -188,6 +189,15 @@ async fn push_pending(
         let message = match delivery {
             Delivery::Assign(assignment) => ControllerMessage::Assign(assignment),
             Delivery::Offer(offer) if version >= OFFERS_SINCE => ControllerMessage::Offer(offer),
+            // A version-1 agent cannot tell its users or let them defer, but
+            // a push is required all the same.
+            Delivery::Offer(offer) if offer.notice_secs.is_some() => {
+                ControllerMessage::Assign(flotte_protocol::messages::Assignment {
+                    id,
+                    release: offer.release,
+                    issued_at: offer.issued_at,
+                })
+            }
             Delivery::Offer(_) => continue,
         };
         if sent.insert(id) {
