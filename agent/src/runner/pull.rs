@@ -108,7 +108,10 @@ impl Agent {
     /// When the next deadline install is due, if any.
     pub(super) fn catalog_timeout(&self) -> Option<Timestamp> {
         let now = now();
-        self.catalog.offers().filter_map(|o| catalog::install_time(o, now)).min()
+        // An offer whose job exists is taken (it leaves the catalog unless
+        // writing the catalog failed); never wake for it again.
+        let open = self.catalog.offers().filter(|e| !self.jobs.contains(e.offer.assignment));
+        open.filter_map(|e| catalog::install_time(e, now)).min()
     }
 
     /// Installs every offer whose deadline install is due.
@@ -117,6 +120,7 @@ impl Agent {
         let due: Vec<AssignmentId> = self
             .catalog
             .offers()
+            .filter(|e| !self.jobs.contains(e.offer.assignment))
             .filter(|e| catalog::install_time(e, now).is_some_and(|t| t <= now))
             .map(|e| e.offer.assignment)
             .collect();
@@ -240,12 +244,7 @@ impl Agent {
     }
 
     async fn install(&mut self, caller: &Caller, name: &str) -> Answer {
-        let newest = self
-            .catalog
-            .offers()
-            .filter_map(|e| self.verified(&e.offer.release).filter(|m| m.name == name).map(|m| (e.offer.assignment, m)))
-            .max_by_key(|(id, _)| *id);
-        let Some((id, meta)) = newest else {
+        let Some((id, meta)) = self.entry_named(name) else {
             if let Some(job) = self.running_job(name) {
                 return Answer::Started(self.job_view(job));
             }
@@ -310,17 +309,18 @@ impl Agent {
         }
     }
 
-    /// The catalog entry a user means by `name`: the newest offer of it.
-    fn entry_named(&self, name: &str) -> Option<AssignmentId> {
+    /// The offer a user means by `name`: the newest verified one of that
+    /// package not taken yet, with its metadata.
+    fn entry_named(&self, name: &str) -> Option<(AssignmentId, ReleaseMetadata)> {
         self.catalog
             .offers()
-            .filter(|e| self.verified(&e.offer.release).is_some_and(|m| m.name == name))
-            .map(|e| e.offer.assignment)
-            .max()
+            .filter(|e| !self.jobs.contains(e.offer.assignment))
+            .filter_map(|e| self.verified(&e.offer.release).filter(|m| m.name == name).map(|m| (e.offer.assignment, m)))
+            .max_by_key(|(id, _)| *id)
     }
 
     async fn defer(&mut self, caller: &Caller, name: &str) -> Answer {
-        let Some(id) = self.entry_named(name) else {
+        let Some((id, _)) = self.entry_named(name) else {
             return error(ErrorCode::NotFound, format!("no install of {name:?} is waiting on this host"));
         };
         match self.catalog.defer(id, now()) {
