@@ -17,6 +17,8 @@
 //!   download slot jobs use and only while no job downloads, so the job the
 //!   deadline creates finds it complete and needs no connection. Offers
 //!   without a deadline are not downloaded until a user installs them.
+//! - A withdrawn offer (`Cancel`: its rollout was aborted) leaves the
+//!   catalog, so neither a user nor its deadline installs it any more.
 //! - `remove` applies only to packages a user installed with `flotte
 //!   install` from a plain pull offer (software an admin requires, by a
 //!   push or a deadline, is the admin's to remove), goes
@@ -71,6 +73,19 @@ impl Agent {
             Err(e) => {
                 tracing::error!(assignment = %id, error = %e, "cannot store the offer; it comes again on reconnect")
             }
+        }
+    }
+
+    /// `Cancel` for an offer nobody took (its rollout was aborted): drop it
+    /// and report it ended without an install.
+    pub(super) async fn withdraw(&mut self, id: AssignmentId) {
+        match self.catalog.take(id) {
+            Ok(_) => {
+                tracing::info!(assignment = %id, "offer withdrawn by the controller");
+                let message = "withdrawn: the rollout was aborted before this host installed it".to_string();
+                self.report_offer(id, InstallState::Failed { class: FailureClass::Preflight, message }).await;
+            }
+            Err(e) => tracing::error!(assignment = %id, error = %e, "cannot drop the withdrawn offer"),
         }
     }
 
