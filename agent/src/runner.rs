@@ -372,6 +372,9 @@ impl Agent {
                 self.jobs.handle(now(), assignment, JobEvent::Cancel);
                 self.drive().await;
             }
+            ControllerMessage::Cancel { assignment } if self.catalog.contains(assignment) => {
+                self.withdraw(assignment).await
+            }
             ControllerMessage::Cancel { assignment } => tracing::warn!(%assignment, "cancel for an unknown assignment"),
             ControllerMessage::Ack { seq } => {
                 if let Err(e) = self.outbox.ack(seq) {

@@ -502,7 +502,8 @@ impl Store {
              JOIN releases r ON r.name = a.name AND r.version = a.version
              JOIN deployments d ON d.id = a.deployment_id
              LEFT JOIN rollouts ro ON ro.id = a.deployment_id
-             WHERE a.agent_id = ?1 AND a.terminal = 0 ORDER BY a.id",
+             WHERE a.agent_id = ?1 AND a.terminal = 0 AND (ro.offer IS NULL OR ro.phase <> 'aborted')
+             ORDER BY a.id",
         )?;
         let rows = stmt.query_map(params![agent.0], |r| {
             Ok((
@@ -538,6 +539,20 @@ impl Store {
             })
         })
         .collect()
+    }
+
+    /// Unfinished offers `agent` holds whose rollout was aborted: the agent
+    /// must drop them (`Cancel`), or users could still install them, and a
+    /// deadline would still install them.
+    pub fn withdrawn_offers(&self, agent: &AgentId) -> Result<Vec<AssignmentId>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.id FROM assignments a JOIN rollouts ro ON ro.id = a.deployment_id
+             WHERE a.agent_id = ?1 AND a.terminal = 0 AND ro.offer IS NOT NULL AND ro.phase = 'aborted'
+             ORDER BY a.id",
+        )?;
+        let rows = stmt.query_map(params![agent.0], |r| r.get::<_, i64>(0))?;
+        rows.map(|id| Ok(AssignmentId(u64::try_from(id?).unwrap_or(0)))).collect()
     }
 
     /// The push assignments among [`Store::pending_deliveries`].

@@ -52,8 +52,9 @@ pub enum ControllerMessage {
     /// Every report with a sequence number up to and including `seq` is
     /// durably stored; the agent may forget them.
     Ack { seq: u64 },
-    /// Make this release available in the agent's catalog for the end user
-    /// to install (a pull rollout). Sent only on sessions that negotiated
+    /// Put this release in the agent's catalog: for the end user to install
+    /// (a pull rollout), or to install after telling the user, who may defer
+    /// it (a push with notice). Sent only on sessions that negotiated
     /// protocol version [`OFFERS_SINCE`] or later.
     Offer(Offer),
 }
@@ -65,9 +66,10 @@ pub const OFFERS_SINCE: u16 = 3;
 /// Longest [`Offer::notes`] in bytes; longer notes are cut by the controller.
 pub const MAX_OFFER_NOTES: usize = 4096;
 
-/// One release made available to one agent (a pull rollout). The agent
-/// keeps it in its catalog until the end user installs it (`flotte
-/// install`), or installs it by itself once `deadline` passed.
+/// One release offered to one agent. The agent keeps it in its catalog
+/// until the end user installs it (`flotte install`), or installs it by
+/// itself once it is required: after `deadline` (pull), or `notice_secs`
+/// after storing it (push with notice), later by the user's deferrals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
     /// The assignment an install of this offer reports under, so the

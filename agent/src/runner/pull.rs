@@ -19,6 +19,8 @@
 //!   download slot jobs use and only while no job downloads, so the job the
 //!   deadline creates finds it complete and needs no connection. Offers
 //!   without a deadline are not downloaded until a user installs them.
+//! - A withdrawn offer (`Cancel`: its rollout was aborted) leaves the
+//!   catalog, so neither a user nor its deadline installs it any more.
 //! - `remove` applies only to packages a user installed with `flotte
 //!   install` from a plain pull offer (software an admin requires, by a
 //!   push or a deadline, is the admin's to remove), goes
@@ -76,6 +78,19 @@ impl Agent {
         }
     }
 
+    /// `Cancel` for an offer nobody took (its rollout was aborted): drop it
+    /// and report it ended without an install.
+    pub(super) async fn withdraw(&mut self, id: AssignmentId) {
+        match self.catalog.take(id) {
+            Ok(_) => {
+                tracing::info!(assignment = %id, "offer withdrawn by the controller");
+                let message = "withdrawn: the rollout was aborted before this host installed it".to_string();
+                self.report_offer(id, InstallState::Failed { class: FailureClass::Preflight, message }).await;
+            }
+            Err(e) => tracing::error!(assignment = %id, error = %e, "cannot drop the withdrawn offer"),
+        }
+    }
+
     /// Starts downloading the content of the next offer with a deadline
     /// whose content is not complete on disk, if the download slot is free
     /// and the controller reachable. Each offer is tried once per session.
@@ -110,7 +125,10 @@ impl Agent {
     /// When the next deadline install is due, if any.
     pub(super) fn catalog_timeout(&self) -> Option<Timestamp> {
         let now = now();
-        self.catalog.offers().filter_map(|o| catalog::install_time(o, now)).min()
+        // An offer whose job exists is taken (it leaves the catalog unless
+        // writing the catalog failed); never wake for it again.
+        let open = self.catalog.offers().filter(|e| !self.jobs.contains(e.offer.assignment));
+        open.filter_map(|e| catalog::install_time(e, now)).min()
     }
 
     /// Installs every offer whose deadline install is due.
@@ -119,6 +137,7 @@ impl Agent {
         let due: Vec<AssignmentId> = self
             .catalog
             .offers()
+            .filter(|e| !self.jobs.contains(e.offer.assignment))
             .filter(|e| catalog::install_time(e, now).is_some_and(|t| t <= now))
             .map(|e| e.offer.assignment)
             .collect();
@@ -237,13 +256,7 @@ impl Agent {
     }
 
     async fn install(&mut self, caller: &Caller, name: &str) -> Answer {
-        let newest = self
-            .catalog
-            .offers()
-            .filter(|e| e.release.name == name)
-            .map(|e| (e.offer.assignment, e.release.clone()))
-            .max_by_key(|(id, _)| *id);
-        let Some((id, meta)) = newest else {
+        let Some((id, meta)) = self.entry_named(name) else {
             if let Some(job) = self.running_job(name) {
                 return Answer::Started(self.job_view(job));
             }
@@ -308,13 +321,18 @@ impl Agent {
         }
     }
 
-    /// The catalog entry a user means by `name`: the newest offer of it.
-    fn entry_named(&self, name: &str) -> Option<AssignmentId> {
-        self.catalog.offers().filter(|e| e.release.name == name).map(|e| e.offer.assignment).max()
+    /// The offer a user means by `name`: the newest verified one of that
+    /// package not taken yet, with its metadata.
+    fn entry_named(&self, name: &str) -> Option<(AssignmentId, ReleaseMetadata)> {
+        self.catalog
+            .offers()
+            .filter(|e| !self.jobs.contains(e.offer.assignment) && e.release.name == name)
+            .map(|e| (e.offer.assignment, e.release.clone()))
+            .max_by_key(|(id, _)| *id)
     }
 
     async fn defer(&mut self, caller: &Caller, name: &str) -> Answer {
-        let Some(id) = self.entry_named(name) else {
+        let Some((id, _)) = self.entry_named(name) else {
             return error(ErrorCode::NotFound, format!("no install of {name:?} is waiting on this host"));
         };
         match self.catalog.defer(id, now()) {

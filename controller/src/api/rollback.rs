@@ -119,8 +119,10 @@ pub(super) async fn rollback(
 /// The original's policy with the request's overrides, validated.
 fn policy_of(original: &RolloutPolicy, req: &RollbackRequest) -> Result<RolloutPolicy, Failure> {
     let mut policy = original.clone();
-    // A rollback reverts what agents committed: it is required, never an offer.
+    // A rollback reverts what agents committed: it is required at once, never
+    // an offer, and users may not defer it.
     policy.mode = Mode::Push;
+    policy.deferral = None;
     if let Some(waves) = &req.waves {
         policy.waves = parse_waves(waves).map_err(|e| bad(e.to_string()))?;
     }

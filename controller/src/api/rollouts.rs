@@ -311,6 +311,12 @@ pub(super) async fn command(
         Ok(step) => {
             services.store.audit(&actor.0, &format!("rollout.{command}"), &format!("rollout {id}"), now)?;
             after_step(services, id, &step);
+            if command == "abort" {
+                // Connected agents holding its offers drop them now.
+                for agent in services.store.rollout_engine(id)?.iter().flat_map(|r| r.members()) {
+                    services.hub.wake(agent);
+                }
+            }
             show_one(&state, id)
         }
         Err(e) => Err(Failure::new(StatusCode::CONFLICT, e.to_string())),

@@ -12,7 +12,10 @@
 //! - Both sides speak the newest protocol version they share
 //!   ([`flotte_protocol::negotiate`]). Offers of pull rollouts go only to
 //!   agents speaking [`OFFERS_SINCE`] or later; an older agent never sees
-//!   them (it has no catalog to put them in).
+//!   them (it has no catalog to put them in), and gets a push with notice
+//!   as a plain `Assign`.
+//! - The offers of an aborted rollout are no longer delivered; agents that
+//!   hold them get `Cancel` for each, so nobody installs them any more.
 
 use super::frames;
 use crate::pki::fingerprint;
@@ -37,6 +40,10 @@ pub mod close {
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Marks a withdrawal in a session's set of sent ids (assignment ids are
+/// SQLite rowids, far below bit 63).
+const WITHDRAWN: u64 = 1 << 63;
 
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
@@ -188,11 +195,30 @@ async fn push_pending(
         let message = match delivery {
             Delivery::Assign(assignment) => ControllerMessage::Assign(assignment),
             Delivery::Offer(offer) if version >= OFFERS_SINCE => ControllerMessage::Offer(offer),
+            // A version-1 agent cannot tell its users or let them defer, but
+            // a push is required all the same.
+            Delivery::Offer(offer) if offer.notice_secs.is_some() => {
+                ControllerMessage::Assign(flotte_protocol::messages::Assignment {
+                    id,
+                    release: offer.release,
+                    issued_at: offer.issued_at,
+                })
+            }
             Delivery::Offer(_) => continue,
         };
         if sent.insert(id) {
             info!(agent = %agent.id, assignment = %id, kind = session_kind(&message), "delivering");
             frames::write(send, &message).await?;
+        }
+    }
+    if version >= OFFERS_SINCE {
+        for id in services.store.withdrawn_offers(&agent.id)? {
+            // Each id is delivered at most once per session, then withdrawn
+            // at most once: `sent` holds it, and then its withdrawal.
+            if sent.insert(AssignmentId(id.0 | WITHDRAWN)) {
+                info!(agent = %agent.id, assignment = %id, "withdrawing the offer of an aborted rollout");
+                frames::write(send, &ControllerMessage::Cancel { assignment: id }).await?;
+            }
         }
     }
     Ok(())

@@ -111,7 +111,8 @@ impl Package {
 
 #[test]
 fn the_agent_deb_installs_binary_unit_and_conffile_and_purges_cleanly() -> Result<()> {
-    let agent = Package { name: "flotte-agent", binaries: &["flotte-agent"], conffile: "/etc/flotte/agent.toml" };
+    let agent =
+        Package { name: "flotte-agent", binaries: &["flotte-agent", "flotte"], conffile: "/etc/flotte/agent.toml" };
     agent.install_verify_purge("agent", || Ok(()))
 }
 

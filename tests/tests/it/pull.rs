@@ -304,3 +304,27 @@ fn a_user_told_of_a_push_defers_it_once_and_the_rollout_shows_it() -> Result<()>
     assert_eq!(agent.active_version("hello").as_deref(), Some("1.0.0"));
     Ok(())
 }
+
+#[test]
+fn aborting_a_pull_rollout_withdraws_its_offers() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let user = test_user()?;
+    let agent = agent_allowing(&mut lab, &user)?;
+    open_lab_dir(&lab)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    let deadline = now().saturating_add(Duration::from_secs(3600));
+    let created = lab.client.create_rollout(&pull_request("1.0.0", Some(deadline)))?;
+    lab.wait_report(&agent, created.id, "offered")?;
+
+    lab.client.rollout_command(created.id, "abort")?;
+    let failed = lab.wait_report(&agent, created.id, "failed")?;
+    let message = failed.state.failure().map(|(_, m)| m.to_string()).unwrap_or_default();
+    assert!(message.contains("withdrawn"), "{message}");
+    let list = json(&flotte(&lab, &agent, &user, &["list", "--json"])?)?;
+    assert_eq!(list["available"], serde_json::json!([]), "nothing left to install");
+    let install = flotte(&lab, &agent, &user, &["install", "hello"])?;
+    assert_eq!(install.status.code(), Some(3), "{}", stderr(&install));
+    assert_eq!(agent.active_version("hello"), None);
+    Ok(())
+}
