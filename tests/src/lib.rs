@@ -21,7 +21,6 @@
 pub mod bench;
 pub mod footprint;
 pub mod packages;
-pub mod peers;
 pub mod sim;
 pub mod tmpfs;
 

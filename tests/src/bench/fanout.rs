@@ -46,10 +46,10 @@ impl Default for Options {
 }
 
 /// One Flotte push.
-struct Push {
-    wall: f64,
-    controller_cpu: f64,
-    controller_peak_kib: u64,
+pub(super) struct Push {
+    pub wall: f64,
+    pub controller_cpu: f64,
+    pub controller_peak_kib: u64,
 }
 
 pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
@@ -68,35 +68,7 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
         let version = format!("1.0.{run}");
         let package = site.publish("bench", &version, o.size)?;
         let size = std::fs::metadata(&package)?.len();
-        let push = |site: &Site| -> Result<Push> {
-            reset_peak_rss(pid)?;
-            let before = footprint::sample(pid)?;
-            let started = Instant::now();
-            let request = DeployRequest { name: "bench".into(), version: version.clone(), target: Target::All };
-            let id = site.client.deploy(&request)?.id;
-            let done = |f: &crate::sim::Observer| {
-                f.times().iter().filter(|t| t.finished.is_some_and(|(at, _)| at >= started)).count()
-            };
-            fleet.wait("every agent to finish", o.timeout, |f| done(f) == o.agents)?;
-            loop {
-                let phase = site.client.rollout(id)?.phase;
-                if phase == "completed" {
-                    break;
-                }
-                ensure!(phase == "running", "rollout {id} ended {phase}; see {}", site.controller.log_path().display());
-                ensure!(started.elapsed() < o.timeout, "rollout {id} did not complete within {:?}", o.timeout);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let wall = started.elapsed().as_secs_f64();
-            let after = footprint::sample(pid)?;
-            let failed = fleet.observer.times().iter().filter(|t| t.finished.is_some_and(|(_, ok)| !ok)).count();
-            ensure!(failed == 0, "{failed} simulated agents failed the install");
-            Ok(Push {
-                wall,
-                controller_cpu: after.cpu_seconds() - before.cpu_seconds(),
-                controller_peak_kib: after.hwm_kib,
-            })
-        };
+        let push = |site: &Site| push(site, &fleet, pid, &version, o.agents, o.timeout);
         let order = if run % 2 == 0 { [true, false] } else { [false, true] };
         for is_flotte in order {
             if is_flotte {
@@ -113,6 +85,41 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
     }
     let size = o.size as f64;
     Ok(report(o, size, &installer, &flotte, &baseline))
+}
+
+/// One big-bang push of `bench@version` (already published) to all
+/// `agents` of `fleet`, timed from `deploy` until the controller reports the
+/// rollout completed; fails if any agent failed the install.
+pub(super) fn push(
+    site: &Site,
+    fleet: &crate::sim::Fleet,
+    pid: u32,
+    version: &str,
+    agents: usize,
+    timeout: Duration,
+) -> Result<Push> {
+    reset_peak_rss(pid)?;
+    let before = footprint::sample(pid)?;
+    let started = Instant::now();
+    let request = DeployRequest { name: "bench".into(), version: version.to_string(), target: Target::All };
+    let id = site.client.deploy(&request)?.id;
+    let done =
+        |f: &crate::sim::Observer| f.times().iter().filter(|t| t.finished.is_some_and(|(at, _)| at >= started)).count();
+    fleet.wait("every agent to finish", timeout, |f| done(f) == agents)?;
+    loop {
+        let phase = site.client.rollout(id)?.phase;
+        if phase == "completed" {
+            break;
+        }
+        ensure!(phase == "running", "rollout {id} ended {phase}; see {}", site.controller.log_path().display());
+        ensure!(started.elapsed() < timeout, "rollout {id} did not complete within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let after = footprint::sample(pid)?;
+    let failed = fleet.observer.times().iter().filter(|t| t.finished.is_some_and(|(_, ok)| !ok)).count();
+    ensure!(failed == 0, "{failed} simulated agents failed the install");
+    Ok(Push { wall, controller_cpu: after.cpu_seconds() - before.cpu_seconds(), controller_peak_kib: after.hwm_kib })
 }
 
 fn report(o: &Options, size: f64, installer: &Installer, flotte: &[Push], baseline: &[super::nginx::Fetch]) -> Report {

@@ -11,8 +11,10 @@
 
 pub mod fanout;
 pub mod nginx;
+pub mod peers;
 pub mod scale;
 pub mod site;
+pub mod ssh;
 pub mod verify;
 
 use anyhow::{Context, Result};

@@ -4,6 +4,7 @@
 //! flotte-bench verify [--size-mib 1024] [--runs 5] [--dir DIR]
 //! flotte-bench fanout [--agents 200] [--size-mib 50] [--runs 3] [--archive] [--no-baseline]
 //! flotte-bench scale  [--agents 10000] [--idle-secs 60] [--spread-secs 10] [--label NAME]
+//! flotte-bench peers  [--hosts 16,64] [--size-mib 50] [--runs 3] [--no-ansible] [--ssh-port 2222]
 //! flotte-bench idle   [--idle-secs 60] [--settle-secs 5]      (the idle footprint of one agent)
 //! common: [--bin-dir target/release] [--markdown] [--write docs/BENCHMARKS.md]
 //! ```
@@ -20,12 +21,12 @@
 
 use anyhow::{Context, Result, bail};
 use flotte_controller::lab::harness::{AgentProcess, Binaries, ControllerProcess, wait_online};
-use flotte_tests::bench::{self, fanout, scale, verify};
+use flotte_tests::bench::{self, fanout, peers, scale, verify};
 use flotte_tests::footprint::{self, Footprint};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const USAGE: &str = "flotte-bench verify|fanout|scale|idle [options]; see the module documentation \
+const USAGE: &str = "flotte-bench verify|fanout|scale|peers|idle [options]; see the module documentation \
 (tests/src/bin/flotte-bench.rs) or docs/BENCHMARKS.md";
 
 fn main() -> Result<()> {
@@ -82,6 +83,23 @@ fn main() -> Result<()> {
             }
             flags.check(&["--agents", "--idle-secs", "--spread-secs", "--label"], &[])?;
             scale::run(&common.binaries()?, &o)?
+        }
+        "peers" => {
+            let mut o = peers::Options::default();
+            if let Some(list) = flags.value("--hosts") {
+                o.hosts = list
+                    .split(',')
+                    .map(|n| n.trim().parse().with_context(|| format!("--hosts takes numbers like 16,64, not {n}")))
+                    .collect::<Result<_>>()?;
+            }
+            o.size = flags.u64("--size-mib")?.map_or(o.size, |m| m << 20);
+            o.runs = flags.u64("--runs")?.map_or(o.runs, |r| r as usize);
+            o.ansible = !flags.has("--no-ansible");
+            if let Some(port) = flags.u64("--ssh-port")? {
+                o.ssh_port = u16::try_from(port).context("--ssh-port is a port number")?;
+            }
+            flags.check(&["--hosts", "--size-mib", "--runs", "--ssh-port"], &["--no-ansible"])?;
+            peers::run(&common.binaries()?, &o)?
         }
         "idle" => return idle(&common, &flags),
         other => bail!("unknown scenario {other}; {USAGE}"),

@@ -3,7 +3,7 @@
 //! asserted here; speed belongs to `flotte-bench` itself (docs/BENCHMARKS.md).
 
 use flotte_controller::lab::harness::Binaries;
-use flotte_tests::bench::{Report, fanout, scale, verify};
+use flotte_tests::bench::{Report, fanout, peers, scale, verify};
 use std::time::Duration;
 
 /// The numeric prefix of a cell like `1.23 s (1.0 – 2.0)` or `**12.5 KiB**`.
@@ -61,4 +61,27 @@ fn scale_scenario_connects_pushes_to_and_reconnects_every_sim_agent() {
     let latency = &row(&report, "push latency")[1];
     assert_eq!(latency.matches(" / ").count(), 2, "p50 / p99 / max: {latency}");
     assert!(number(&row(&report, "reconnect storm")[1]) > 0.0, "{}", report.render(false));
+}
+
+#[test]
+fn peers_scenario_pushes_to_every_host_with_flotte_scp_and_ansible() {
+    // A free port for this test's sshd (0.0.0.0, as the scenario listens).
+    let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+    let options = peers::Options {
+        hosts: vec![2],
+        size: 1 << 20,
+        runs: 1,
+        ansible: true,
+        ansible_venv: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-ansible"),
+        ssh_port: port,
+        timeout: Duration::from_secs(120),
+    };
+    let report = peers::run(&Binaries::locate().unwrap(), &options).unwrap();
+    let rows: Vec<&Vec<String>> = report.tables.iter().flat_map(|t| &t.rows).collect();
+    for tool in ["Flotte", "scp", "Ansible"] {
+        let cells = rows.iter().find(|r| r[1].starts_with(tool)).unwrap_or_else(|| panic!("no {tool} row: {rows:?}"));
+        assert_eq!(cells[0], "2", "{cells:?}");
+        assert!(number(&cells[2]) > 0.0, "{}", report.render(false));
+    }
+    assert!(report.summary[0].contains("N = 2: scp+ssh takes"), "{:?}", report.summary);
 }

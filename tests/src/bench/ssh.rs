@@ -1,5 +1,5 @@
-//! Baselines for the `peers` benchmark: the tools admins push software with
-//! today, run on this machine against the same package Flotte delivers.
+//! The `peers` baselines: the tools admins push software with today (scp +
+//! ssh, Ansible), run on this machine against the same package Flotte delivers.
 //!
 //! Every simulated host is its own loopback address (`127.0.0.{i+2}`) of one
 //! `sshd` listening on `0.0.0.0:PORT`, so that connections are not shared
