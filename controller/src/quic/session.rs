@@ -115,8 +115,10 @@ async fn converse(
     frames::write(&mut send, &ControllerMessage::Welcome(welcome)).await?;
 
     // Reading happens in its own task: a frame read must never be cancelled
-    // half-way by another branch of the select below.
-    let (messages_tx, mut messages) = mpsc::channel::<anyhow::Result<AgentMessage>>(16);
+    // half-way by another branch of the select below. Messages are boxed:
+    // the channel allocates a block of 32 slots up front, which at
+    // `AgentMessage`'s inline size is several KiB per idle agent.
+    let (messages_tx, mut messages) = mpsc::channel::<anyhow::Result<Box<AgentMessage>>>(16);
     tokio::spawn(async move {
         loop {
             let message = frames::read::<AgentMessage>(&mut recv, "control").await;
@@ -125,7 +127,7 @@ async fn converse(
                 .send(
                     message
                         .map_err(Into::into)
-                        .and_then(|m| m.ok_or_else(|| anyhow::anyhow!("control stream finished"))),
+                        .and_then(|m| m.map(Box::new).ok_or_else(|| anyhow::anyhow!("control stream finished"))),
                 )
                 .await;
             if done {
@@ -140,7 +142,7 @@ async fn converse(
         tokio::select! {
             message = messages.recv() => {
                 let Some(message) = message else { return Ok(()) };
-                handle_message(message?, &mut send, agent, services).await?;
+                handle_message(*message?, &mut send, agent, services).await?;
             }
             () = wake.notified() => push_pending(&mut send, agent, services, version, &mut sent).await?,
             stream = connection.accept_bi() => {

@@ -169,8 +169,9 @@ fn report(o: &Options, size: f64, installer: &Installer, flotte: &[Push], baseli
     Report {
         notes: vec![
             format!(
-                "{} agents, package {:.1} MiB, {} interleaved runs; {installer}",
+                "{} agents over {} UDP sockets, package {:.1} MiB, {} interleaved runs; {installer}",
                 o.agents,
+                super::site::SIM_ENDPOINTS.min(o.agents),
                 size / (1 << 20) as f64,
                 o.runs
             ),

@@ -165,7 +165,11 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
     let _ = sim_start;
     Ok(Report {
         notes: vec![
-            format!("controller build: {}; {n} simulated agents in one process over one UDP socket", o.label),
+            format!(
+                "controller build: {}; {n} simulated agents in one process over {} UDP sockets",
+                o.label,
+                super::site::SIM_ENDPOINTS.min(n)
+            ),
             "agents: keep-alive 10 s, idle timeout 30 s (the agent's defaults); controller log level `info`".into(),
         ],
         tables: vec![table],

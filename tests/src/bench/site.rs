@@ -12,6 +12,9 @@ use flotte_protocol::SecretKey;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// UDP sockets the simulated fleet shares (the agents are spread over them).
+pub const SIM_ENDPOINTS: usize = 8;
+
 /// A controller and what the scenarios need around it.
 pub struct Site {
     pub controller: ControllerProcess,
@@ -70,6 +73,7 @@ impl Site {
             installer,
             start_spread: spread,
             act_on_assignments: act,
+            endpoints: SIM_ENDPOINTS,
         };
         Fleet::start(identities, options, 2)
     }

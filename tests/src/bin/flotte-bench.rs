@@ -30,8 +30,9 @@ const USAGE: &str = "flotte-bench verify|fanout|scale|peers|idle [options]; see 
 (tests/src/bin/flotte-bench.rs) or docs/BENCHMARKS.md";
 
 fn main() -> Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let command_line = format!("flotte-bench {}", args.join(" "));
+    let mut args: Vec<String> = std::env::args().collect();
+    let command_line = args.join(" ");
+    args.remove(0);
     // Without a scenario name, the idle footprint (the original command line).
     let scenario = if args.first().is_some_and(|a| !a.starts_with('-')) { args.remove(0) } else { "idle".into() };
     let mut common = Common { bin_dir: "target/release".into(), markdown: false, write: None };

@@ -90,7 +90,7 @@ fn main() -> Result<()> {
         .next()
         .context("the controller's QUIC address resolves to nothing")?;
     let installer = if archive { Installer::Archive { root: dir.path().join("roots") } } else { Installer::Null };
-    let options = sim::Options { controller, installer, start_spread: spread, act_on_assignments: true };
+    let options = sim::Options { controller, installer, start_spread: spread, act_on_assignments: true, endpoints: 8 };
     let fleet = Fleet::start(identities, options, 2)?;
     loop {
         std::thread::sleep(Duration::from_secs(5));

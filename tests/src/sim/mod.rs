@@ -6,7 +6,8 @@
 //! - its own QUIC connection, made with the agent's own client
 //!   configuration (`flotte_agent::quic`), connect logic
 //!   (`quic::connect_on`) and session code (`Session::handshake`: control
-//!   stream, `Hello` / `Welcome`); all connections share one UDP endpoint;
+//!   stream, `Hello` / `Welcome`); the connections share a few UDP
+//!   endpoints ([`Options::endpoints`], agent `i` on endpoint `i mod k`);
 //! - the real verification path: the signature of every assignment is
 //!   checked with the trusted keys from its enrollment
 //!   (`TrustedKeys::verify`), the content is fetched and hashed while it
@@ -66,6 +67,9 @@ pub struct Options {
     /// nothing else with it (no reports): for measuring push latency
     /// alone.
     pub act_on_assignments: bool,
+    /// UDP endpoints (sockets) the agents share. One endpoint's receive
+    /// path runs on one task, so a single one can limit a fast fleet.
+    pub endpoints: usize,
 }
 
 /// Per-agent times, for the benchmarks.
@@ -131,19 +135,21 @@ pub struct Fleet {
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: tokio::sync::watch::Sender<bool>,
     pub observer: Arc<Observer>,
-    endpoint: quinn::Endpoint,
+    endpoints: Vec<quinn::Endpoint>,
 }
 
 impl Fleet {
     /// Starts one task per identity on a runtime of `threads` worker
-    /// threads, all connecting through one client endpoint.
+    /// threads, connecting through `options.endpoints` client endpoints.
     pub fn start(identities: Vec<Identity>, options: Options, threads: usize) -> Result<Fleet> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("flotte-sim")
             .enable_all()
             .build()?;
-        let endpoint = runtime.block_on(async { client_endpoint(options.controller) })?;
+        let endpoints = runtime.block_on(async {
+            (0..options.endpoints.max(1)).map(|_| client_endpoint(options.controller)).collect::<Result<Vec<_>>>()
+        })?;
         let observer = Arc::new(Observer::new(identities.len()));
         let (shutdown, stop) = tokio::sync::watch::channel(false);
         let options = Arc::new(options);
@@ -152,13 +158,13 @@ impl Fleet {
                 index,
                 identity,
                 options: options.clone(),
-                endpoint: endpoint.clone(),
+                endpoint: endpoints[index % endpoints.len()].clone(),
                 observer: observer.clone(),
                 stop: stop.clone(),
             };
             runtime.spawn(agent::run(ctx));
         }
-        Ok(Fleet { runtime: Some(runtime), shutdown, observer, endpoint })
+        Ok(Fleet { runtime: Some(runtime), shutdown, observer, endpoints })
     }
 
     /// Waits until `condition` holds on the observer, polling every 20 ms,
@@ -181,7 +187,9 @@ impl Fleet {
 
     fn shutdown_now(&mut self) {
         let _ = self.shutdown.send(true);
-        self.endpoint.close(quinn::VarInt::from_u32(0), b"simulator stopping");
+        for endpoint in &self.endpoints {
+            endpoint.close(quinn::VarInt::from_u32(0), b"simulator stopping");
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(2));
         }
@@ -194,7 +202,7 @@ impl Drop for Fleet {
     }
 }
 
-/// One client endpoint for the whole fleet, with large socket buffers so a
+/// One client endpoint of the fleet, with large socket buffers so a
 /// storm of handshakes is not lost in the kernel.
 fn client_endpoint(controller: SocketAddr) -> Result<quinn::Endpoint> {
     let bind: SocketAddr = if controller.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
