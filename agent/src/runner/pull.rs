@@ -35,7 +35,7 @@ use crate::local::server::LocalCall;
 use crate::local::wire::{Answer, Available, ErrorCode, Installed, JobView, Listing, Request, Status};
 use crate::notify;
 use flotte_protocol::messages::{AgentMessage, Assignment, FailureClass, InstallState, Offer};
-use flotte_protocol::{AssignmentId, Timestamp};
+use flotte_protocol::{AssignmentId, ReleaseMetadata, Timestamp};
 use std::time::Duration;
 
 /// The download attempt number of a prefetch; no job ever waits for it, so
