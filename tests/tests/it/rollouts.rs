@@ -395,3 +395,29 @@ fn a_pilot_group_gets_the_release_first_and_everyone_else_in_the_next_wave() -> 
     }
     Ok(())
 }
+
+#[test]
+fn a_rollback_of_a_group_rollout_sends_the_group_back_first() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(2)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    lab.publish(&key, "hello", "2.0.0")?;
+    let v1 = lab.client.create_rollout(&request("1.0.0", "100%"))?;
+    wait_phase(&lab, v1.id, "completed")?;
+    lab.client.change_tags(&agents[1].name, &TagRequest { add: vec!["pilot".into()], remove: vec![] })?;
+    let v2 = lab.client.create_rollout(&request("2.0.0", "tag:pilot,100%"))?;
+    wait_phase(&lab, v2.id, "completed")?;
+
+    // The original's waves, the pilot read from its tags now.
+    let rollback = lab.client.rollback(v2.id, &RollbackRequest { manual: Some(true), ..Default::default() })?;
+    let first = wait_stage(&lab, rollback.rollout.id, "awaiting_approval")?;
+
+    assert_eq!(wave_sizes(&first), [1, 0]);
+    let versions: Vec<Option<String>> = agents.iter().map(|a| a.active_version("hello")).collect();
+    assert_eq!(versions, [Some("2.0.0".into()), Some("1.0.0".into())], "only the pilot went back");
+    lab.client.rollout_command(rollback.rollout.id, "approve")?;
+    wait_phase(&lab, rollback.rollout.id, "completed")?;
+    assert!(agents.iter().all(|a| a.active_version("hello").as_deref() == Some("1.0.0")));
+    Ok(())
+}
