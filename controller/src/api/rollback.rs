@@ -21,7 +21,7 @@
 //!   re-activated). Agents that refuse downgrades, and a signed rollback
 //!   authorisation for them, do not exist yet.
 
-use super::rollouts::{bad, check_conflicts, show_one};
+use super::rollouts::{bad, check_conflicts, members, show_one};
 use super::{Actor, ApiResult, ApiState, Failure};
 use crate::rollout::Rollout;
 use crate::rollout::driver::after_step;
@@ -91,8 +91,9 @@ pub(super) async fn rollback(
         rollback_of: Some(id),
         offer: None,
     };
+    let members = members(&state, &policy, &agents)?;
     let done = services.store.roll_back(id, &original.name, &main, &target, &extras, now, |new_id| {
-        Rollout::new(new_id, policy.clone(), agents.iter().cloned(), now)
+        Rollout::new(new_id, policy.clone(), members, now)
     })?;
     if let Some(aborted) = &done.aborted {
         services.store.audit(&actor.0, "rollout.abort", &format!("rollout {id}: aborted to roll it back"), now)?;

@@ -8,7 +8,7 @@ use crate::rollout::persist::Extras;
 use crate::rollout::spec::{Advance, Deferral, Mode, RolloutPolicy, SilencePolicy, parse_failure_limit, parse_waves};
 use crate::rollout::targets::{self, Facts};
 use crate::rollout::window::WindowError;
-use crate::rollout::{CommandError, Rollout};
+use crate::rollout::{CommandError, Joining, Rollout};
 use crate::store::OfferTerms;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,6 +16,7 @@ use axum::{Extension, Json};
 use flotte_protocol::api::{DeployRequest, DeploymentView, RolloutRequest, RolloutView, Target};
 use flotte_protocol::messages::MAX_OFFER_NOTES;
 use flotte_protocol::{AgentId, Timestamp};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Start times this far in the past are still "now" (clock skew between
@@ -171,10 +172,11 @@ fn start(state: &ApiState, actor: &Actor, new: Plan<'_>) -> Result<u64, Failure>
         return Err(Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "no enrolled agents to deploy to")
             .hint("enroll agents first with `flottectl agents token` and `flotte-agent enroll`"));
     }
+    let members = members(state, &policy, &agents)?;
     check_conflicts(state, name, version, target, &agents, None)?;
     let extras = Extras { offer, ..Extras::default() };
     let (id, step) = services.store.create_rollout_with(name, version, target, &extras, now, |id| {
-        Rollout::new(id, policy.clone(), agents.iter().cloned(), start_at)
+        Rollout::new(id, policy.clone(), members, start_at)
     })?;
     services.store.audit(
         &actor.0,
@@ -206,13 +208,7 @@ fn resolve_targets(state: &ApiState, target: &Target) -> Result<Vec<AgentId>, Fa
     let store = &state.services.store;
     let agents = store.list_agents()?;
     let tags = store.all_tags()?;
-    let known: Vec<String> = {
-        let mut all: Vec<String> = tags.values().flatten().cloned().collect();
-        all.sort_unstable();
-        all.dedup();
-        all
-    };
-    targets::check(target, &known).map_err(|e| {
+    targets::check(target, &known_tags(&tags)).map_err(|e| {
         bad(e.to_string()).hint("`flottectl agents list` shows agents; `flottectl agents tag AGENT TAG` tags them")
     })?;
     if let Target::Agents(names) = target
@@ -230,6 +226,24 @@ fn resolve_targets(state: &ApiState, target: &Target) -> Result<Vec<AgentId>, Fa
         })
         .map(|a| a.id.clone())
         .collect())
+}
+
+/// Every tag some agent carries, sorted.
+fn known_tags(tags: &BTreeMap<AgentId, Vec<String>>) -> Vec<String> {
+    let mut all: Vec<String> = tags.values().flatten().cloned().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// `agents` as the engine takes them: each with the tags it carries now,
+/// which is when its group membership is read (the engine keeps the groups
+/// the waves name). A wave naming a group no agent is in is refused, as an
+/// unknown tag target is.
+pub(super) fn members(state: &ApiState, policy: &RolloutPolicy, agents: &[AgentId]) -> Result<Vec<Joining>, Failure> {
+    let mut tags = state.services.store.all_tags()?;
+    policy.check_groups(&known_tags(&tags)).map_err(|e| bad(e.to_string()))?;
+    Ok(agents.iter().map(|a| Joining { agent: a.clone(), groups: tags.remove(a).unwrap_or_default() }).collect())
 }
 
 /// Two unfinished rollouts of different versions of one package must not

@@ -53,7 +53,8 @@ pub enum RolloutCommand {
 pub struct RollbackArgs {
     /// The rollout whose release to roll back.
     pub id: u64,
-    /// Cumulative wave sizes, e.g. 1,25%,100%.
+    /// Waves: cumulative counts or percentages and named groups, e.g.
+    /// 1,25%,100% or tag:pilot,100%.
     #[arg(long)]
     pub waves: Option<String>,
     /// Percent of a wave that must succeed before the next starts.
@@ -102,7 +103,11 @@ pub struct CreateArgs {
     /// host lists are dynamic: agents that match later join.
     #[arg(long)]
     pub to: String,
-    /// Cumulative wave sizes: counts or percentages; the last must be 100%.
+    /// Waves: counts or percentages, cumulative over the targeted agents,
+    /// and named groups: tag:NAME takes every targeted agent tagged NAME
+    /// (when it joined the rollout) that is not assigned yet, e.g.
+    /// tag:pilot,25%,100% (the pilots, then others up to 25%, then
+    /// everyone). The last wave must be 100%.
     #[arg(long, default_value = "1,25%,100%")]
     pub waves: String,
     /// Percent of a wave that must succeed before the next starts.
@@ -271,13 +276,15 @@ pub fn details(r: &RolloutView) -> String {
             None => out.push('\n'),
         }
     }
+    // Sizes as written (`1`, `25%`, `tag:pilot`), in one aligned column.
+    let label = r.waves.iter().map(|w| w.size.len()).max().unwrap_or(0).max(5);
     for (i, w) in r.waves.iter().enumerate() {
         let width = 30usize;
         let done = if w.assigned == 0 { 0 } else { (w.succeeded as usize * width) / w.assigned as usize };
         let bad = if w.assigned == 0 { 0 } else { ((w.failed + w.silent) as usize * width) / w.assigned as usize };
         let bar = format!("{}{}{}", "#".repeat(done), "x".repeat(bad), ".".repeat(width.saturating_sub(done + bad)));
         out.push_str(&format!(
-            "  wave {} ({:>5}) [{bar}] {} assigned: {} succeeded, {} failed, {} silent, {} pending{}\n",
+            "  wave {} ({:>label$}) [{bar}] {} assigned: {} succeeded, {} failed, {} silent, {} pending{}\n",
             i + 1,
             w.size,
             w.assigned,
@@ -358,6 +365,8 @@ pub fn watch_until(client: &AdminClient, id: u64, timeout: Option<Duration>) -> 
 mod tests {
     use super::*;
 
+    use flotte_protocol::api::WaveView;
+
     #[test]
     fn start_times_with_offsets_convert_to_utc() {
         let t = parse_start("2026-12-05T22:00:00+01:00").unwrap();
@@ -365,5 +374,44 @@ mod tests {
         assert_eq!(parse_start("2026-12-05T21:00:00Z").unwrap(), t);
         assert_eq!(parse_start("2026-12-05T16:00:00-05:00").unwrap(), t);
         assert!(parse_start("next saturday").is_err());
+    }
+
+    #[test]
+    fn show_labels_each_wave_as_written_in_one_column() {
+        let wave = |size: &str, assigned, succeeded| WaveView {
+            size: size.into(),
+            assigned,
+            pending: assigned - succeeded,
+            succeeded,
+            failed: 0,
+            silent: 0,
+            offered: 0,
+            deferred: 0,
+        };
+        let view = RolloutView {
+            id: 7,
+            name: "hello".into(),
+            version: "2.0.0".into(),
+            phase: "running".into(),
+            wave: Some(1),
+            stage: Some("deploying".into()),
+            reason: None,
+            targeted: 10,
+            waves: vec![wave("tag:pilot", 2, 2), wave("25%", 1, 0), wave("100%", 0, 0)],
+            created_at: Timestamp::from_unix_millis(0),
+            start_at: None,
+            rollback_of: None,
+            window: None,
+            window_opens: None,
+            mode: "push".into(),
+            deadline: None,
+            deferrals: 0,
+        };
+        let text = details(&view);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "rollout 7 of hello@2.0.0: running (wave 2 of 3, deploying)");
+        assert!(lines[1].starts_with("  wave 1 (tag:pilot) [##############################] 2 assigned"), "{text}");
+        assert!(lines[2].starts_with("  wave 2 (      25%) ["), "{text}");
+        assert!(lines[3].starts_with("  wave 3 (     100%) ["), "{text}");
     }
 }

@@ -6,6 +6,7 @@
 //! the store and commits it back (see [`super::persist`]), so a restart
 //! resumes exactly where the last commit left off.
 
+use super::engine::Joining;
 use super::persist::Step;
 use super::targets;
 use crate::error::ControllerError;
@@ -82,8 +83,11 @@ pub fn join_matching(services: &Services, agent: &AgentId, at: Timestamp) -> Res
         if services.store.rollout_engine(id)?.is_none_or(|r| r.is_member(agent)) {
             continue;
         }
+        // Its groups are read now, as it joins; later tag changes leave it
+        // in the wave it joined for.
+        let joining = Joining { agent: agent.clone(), groups: tags.clone() };
         let step = services.store.step_rollout(id, at, |r| {
-            r.add_agent(at, agent.clone());
+            r.add_agent(at, joining);
             Ok::<(), Infallible>(())
         })?;
         match step {

@@ -29,11 +29,33 @@
 //!   until the next opening. A wave already out keeps going (its agents
 //!   hold their assignments); agents joining the last wave are assigned
 //!   at once.
-//! - Waves are cumulative shares of the targeted fleet *as it is when the
-//!   wave starts*, so agents that enroll mid-rollout are picked up by the
-//!   next wave (or at once, once the last wave has started). Offline agents
-//!   are assigned like any other; the silence deadline decides how they
-//!   count if they stay away.
+//! - Count and percentage waves are cumulative shares of the targeted
+//!   fleet *as it is when the wave starts*, so agents that enroll
+//!   mid-rollout are picked up by the next wave (or at once, once the last
+//!   wave has started). Offline agents are assigned like any other; the
+//!   silence deadline decides how they count if they stay away.
+//!
+//! # Named groups
+//! - A member joins with the groups (tags) it is in *when it joins*: at
+//!   creation, or when it enrolls or is tagged into a dynamic target. The
+//!   engine keeps only the groups its waves name. Tags changed later do not
+//!   move a member between waves (a wave plan that shifts under a running
+//!   rollout cannot be reasoned about, nor persisted honestly).
+//! - A group wave (`tag:pilot`) takes every unassigned member in the group,
+//!   in cohort order. A member in several groups goes with the first group
+//!   wave that starts after it joined.
+//! - A count or percentage wave never takes a member of a group whose wave
+//!   is still to come: it tops up from the other members, by cohort order,
+//!   and falls short of its share rather than take them early. Group
+//!   members already assigned count toward its cumulative share, so
+//!   `tag:pilot,25%` means "the pilots, then others up to a quarter of the
+//!   fleet" (nobody more if the pilots are a quarter already).
+//! - A group wave is judged like any wave; an empty one (nobody in the
+//!   group, or all of it already out) passes at once, as does a
+//!   percentage wave smaller than one agent.
+//! - A member that joins after its group's wave started is an ordinary
+//!   member from then on: the next wave that takes it (by cohort order), or
+//!   the last wave at once, assigns it.
 //!
 //! # Pull rollouts
 //! - In a pull rollout ([`super::spec::Mode::Pull`]) waves go out exactly like push
@@ -53,7 +75,7 @@
 //!   later are pending at once. From then on the push rules decide.
 
 use super::cohort::cohort_key;
-use super::spec::{Advance, FailureLimit, RolloutPolicy, SilencePolicy};
+use super::spec::{Advance, FailureLimit, RolloutPolicy, SilencePolicy, WaveSize};
 use flotte_protocol::{AgentId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -201,6 +223,9 @@ struct Member {
     status: Status,
     /// When it was assigned or last heard from; the silence clock.
     heard_at: Option<Timestamp>,
+    /// The groups it was in when it joined, of those the waves name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<String>,
 }
 
 /// Counts for one wave (or the whole rollout).
@@ -253,6 +278,20 @@ impl Tally {
     }
 }
 
+/// An agent that joins a rollout, with the groups (tags) it is in now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joining {
+    pub agent: AgentId,
+    pub groups: Vec<String>,
+}
+
+impl From<AgentId> for Joining {
+    /// An agent in no group.
+    fn from(agent: AgentId) -> Self {
+        Joining { agent, groups: Vec::new() }
+    }
+}
+
 /// One rollout. Serialize it to persist it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
@@ -272,9 +311,15 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    /// A rollout of `policy` (already validated) over `agents`, starting at
+    /// A rollout of `policy` (already validated) over `agents` (each an
+    /// [`AgentId`], or a [`Joining`] with its groups), starting at
     /// `start_at`.
-    pub fn new(id: u64, policy: RolloutPolicy, agents: impl IntoIterator<Item = AgentId>, start_at: Timestamp) -> Self {
+    pub fn new(
+        id: u64,
+        policy: RolloutPolicy,
+        agents: impl IntoIterator<Item = impl Into<Joining>>,
+        start_at: Timestamp,
+    ) -> Self {
         let waves = vec![Tally::default(); policy.waves.len()];
         let mut rollout = Rollout {
             id,
@@ -287,7 +332,7 @@ impl Rollout {
             out: VecDeque::new(),
         };
         for agent in agents {
-            rollout.insert_member(agent);
+            rollout.insert_member(agent.into());
         }
         rollout
     }
@@ -331,6 +376,11 @@ impl Rollout {
     /// Whether `agent` is targeted by this rollout.
     pub fn is_member(&self, agent: &AgentId) -> bool {
         self.members.contains_key(agent)
+    }
+
+    /// The groups `agent` was in when it joined, of those the waves name.
+    pub fn groups_of(&self, agent: &AgentId) -> &[String] {
+        self.members.get(agent).map_or(&[], |m| &m.groups)
     }
 
     /// The next thing to carry out.
@@ -407,13 +457,15 @@ impl Rollout {
     }
 
     /// An agent that matches the rollout's target appeared (enrolled, or
-    /// newly tagged). It joins the next wave, or at once if the last wave has
-    /// started.
-    pub fn add_agent(&mut self, now: Timestamp, agent: AgentId) {
+    /// newly tagged), with the groups it is in now. It joins the next wave
+    /// that takes it, or at once if the last wave has started.
+    pub fn add_agent(&mut self, now: Timestamp, agent: impl Into<Joining>) {
+        let joining = agent.into();
+        let agent = joining.agent.clone();
         if self.members.contains_key(&agent) || self.phase.is_final() && self.phase != Phase::Completed {
             return;
         }
-        self.insert_member(agent.clone());
+        self.insert_member(joining);
         let last = self.policy.waves.len() - 1;
         let wave_started = match &self.phase {
             Phase::Running { wave, .. } | Phase::Paused { wave, .. } | Phase::Halted { wave, .. } => Some(*wave),
@@ -485,9 +537,13 @@ impl Rollout {
 
     // ---- internals ----
 
-    fn insert_member(&mut self, agent: AgentId) {
+    fn insert_member(&mut self, joining: Joining) {
+        let Joining { agent, mut groups } = joining;
         let key = cohort_key(self.id, &agent);
-        self.members.insert(agent, Member { key, wave: None, status: Status::Unassigned, heard_at: None });
+        groups.retain(|g| self.policy.groups().any(|named| named == g));
+        groups.sort_unstable();
+        groups.dedup();
+        self.members.insert(agent, Member { key, wave: None, status: Status::Unassigned, heard_at: None, groups });
     }
 
     fn set_status(&mut self, agent: &AgentId, status: Status) {
@@ -552,17 +608,40 @@ impl Rollout {
             self.out.push_back(Dispatch::OutsideWindow { wave, opens });
             return;
         }
-        let target = self.policy.cumulative_reach(self.fleet()).get(wave).copied().unwrap_or(0);
-        let assigned = self.total().assigned;
-        let need = usize::try_from(target.saturating_sub(assigned)).unwrap_or(usize::MAX);
-        let mut candidates: Vec<(u64, AgentId)> =
-            self.members.iter().filter(|(_, m)| m.wave.is_none()).map(|(id, m)| (m.key, id.clone())).collect();
-        candidates.sort_unstable();
+        let chosen = self.wave_members(wave);
         self.phase = Phase::Running { wave, stage: Stage::Deploying };
-        self.out.push_back(Dispatch::WaveStarted { wave, agents: need.min(candidates.len()) as u64 });
-        for (_, agent) in candidates.into_iter().take(need) {
+        self.out.push_back(Dispatch::WaveStarted { wave, agents: chosen.len() as u64 });
+        for agent in chosen {
             self.assign(now, &agent, wave);
         }
+    }
+
+    /// Who `wave` assigns when it starts, in cohort order: its group's
+    /// unassigned members, or enough unassigned members to reach its
+    /// cumulative share, leaving alone those of groups whose wave is still
+    /// to come.
+    fn wave_members(&self, wave: usize) -> Vec<AgentId> {
+        let unassigned = self.members.iter().filter(|(_, m)| m.wave.is_none());
+        let (mut candidates, need): (Vec<(u64, &AgentId)>, u64) = match self.policy.waves.get(wave) {
+            Some(WaveSize::Group(group)) => {
+                let members: Vec<_> =
+                    unassigned.filter(|(_, m)| m.groups.contains(group)).map(|(id, m)| (m.key, id)).collect();
+                let all = members.len() as u64;
+                (members, all)
+            }
+            _ => {
+                let later: Vec<&str> = self.policy.waves.iter().skip(wave + 1).filter_map(WaveSize::group).collect();
+                let target = self.policy.cumulative_reach(self.fleet()).get(wave).copied().unwrap_or(0);
+                let members = unassigned
+                    .filter(|(_, m)| !m.groups.iter().any(|g| later.contains(&g.as_str())))
+                    .map(|(id, m)| (m.key, id))
+                    .collect();
+                (members, target.saturating_sub(self.total().assigned))
+            }
+        };
+        candidates.sort_unstable();
+        let need = usize::try_from(need).unwrap_or(usize::MAX);
+        candidates.into_iter().take(need).map(|(_, id)| id.clone()).collect()
     }
 
     /// Whether `wave` has enough successes; `None` if it produced no

@@ -2,38 +2,62 @@
 //! a request valid. Parsing and validation are pure: a bad spec is an error
 //! value naming the problem, never a half-created rollout.
 
+use super::tags::check_tag;
 use super::window::{self, Window, WindowError};
 use flotte_protocol::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
-/// One entry of a wave list: an absolute number of agents or a share of the
-/// fleet. Wave sizes are **cumulative**: `1,5%,25%,100%` means "one canary,
+/// One entry of a wave list: an absolute number of agents, a share of the
+/// fleet, or a named group. Count and percentage sizes are **cumulative**
+/// over every member of the rollout: `1,5%,25%,100%` means "one canary,
 /// then 5% of the fleet in total, then 25%, then everyone".
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+///
+/// A **group** wave (`tag:pilot`) takes every member in that group (an agent
+/// tagged `pilot` when it joined the rollout) not assigned yet, however
+/// many that is. Its members count toward the shares of the waves after it
+/// (`tag:pilot,25%` tops the pilots up to a quarter of the fleet), and the
+/// count and percentage waves before it leave its members for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WaveSize {
     Count(u64),
     /// Percent of the fleet, 0 < p ≤ 100.
     Percent(f64),
+    /// Every member in the group (tag) of this name.
+    Group(String),
 }
 
 impl WaveSize {
-    /// How many agents of a fleet of `fleet` this entry reaches, cumulatively.
+    /// How many agents of a fleet of `fleet` this entry reaches, cumulatively;
+    /// `None` for a group wave, whose size is its group's.
     ///
     /// Percentages round *up*: `5%` of 10 agents is one agent, not zero, so a
     /// wave an admin asked for is never silently empty while agents remain.
-    pub fn reach(self, fleet: u64) -> u64 {
+    pub fn reach(&self, fleet: u64) -> Option<u64> {
         match self {
-            WaveSize::Count(n) => n.min(fleet),
+            WaveSize::Count(n) => Some((*n).min(fleet)),
             WaveSize::Percent(p) => {
                 let exact = (p / 100.0) * fleet as f64;
                 // Guard against 14.000000000000002 → 15.
                 let rounded = (exact - 1e-9).ceil().max(0.0);
-                (rounded as u64).min(fleet)
+                Some((rounded as u64).min(fleet))
             }
+            WaveSize::Group(_) => None,
         }
+    }
+
+    /// The group a group wave names.
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            WaveSize::Group(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    fn is_everyone(&self) -> bool {
+        matches!(self, WaveSize::Percent(p) if *p >= 100.0)
     }
 }
 
@@ -42,6 +66,7 @@ impl fmt::Display for WaveSize {
         match self {
             WaveSize::Count(n) => write!(f, "{n}"),
             WaveSize::Percent(p) => write!(f, "{p}%"),
+            WaveSize::Group(g) => write!(f, "tag:{g}"),
         }
     }
 }
@@ -134,7 +159,8 @@ impl Deferral {
 /// The policy of one rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutPolicy {
-    /// Cumulative wave sizes; the last must reach the whole fleet.
+    /// Wave sizes (cumulative) and named groups; the last must reach the
+    /// whole fleet.
     pub waves: Vec<WaveSize>,
     /// Share (percent) of a wave's counted agents that must have succeeded
     /// before the rollout moves on.
@@ -172,8 +198,22 @@ pub enum PolicyError {
     SuccessThreshold(f64),
     #[error("failure limit {0}% is out of range; use a value from 0 to 100")]
     FailurePercent(f64),
-    #[error("cannot parse wave {0:?}; write a count like 1 or a percentage like 25%")]
+    #[error("cannot parse wave {0:?}; write a count like 1, a percentage like 25% or a group like tag:pilot")]
     Unparsable(String),
+    #[error("wave {index} (tag:{group}): {problem}")]
+    BadGroup { index: usize, group: String, problem: String },
+    #[error(
+        "wave {index} (tag:{group}) comes after a 100% wave, which already reached every agent; put group waves \
+         before it"
+    )]
+    GroupAfterEveryone { index: usize, group: String },
+    #[error("wave {index} repeats tag:{group} of wave {first}, which took the whole group; name each group once")]
+    RepeatedGroup { index: usize, group: String, first: usize },
+    #[error(
+        "wave {index} (tag:{group}) names a group nobody is in: no agent is tagged {group:?}; tag agents with \
+         `flottectl agents tag AGENT {group}` or change --waves"
+    )]
+    UnknownGroup { index: usize, group: String },
     #[error(transparent)]
     Window(#[from] WindowError),
     #[error("deferrals apply to push rollouts; a pull rollout's users choose when to install anyway")]
@@ -185,12 +225,22 @@ pub enum PolicyError {
     SilenceShorterThanDeferrals { silence: String, delay: String },
 }
 
-/// Parses `1,5%,25%,100%`.
+/// Parses `1,5%,25%,100%` or `tag:pilot,25%,100%`.
 pub fn parse_waves(spec: &str) -> Result<Vec<WaveSize>, PolicyError> {
     spec.split(',')
         .map(str::trim)
-        .map(|part| {
+        .enumerate()
+        .map(|(i, part)| {
             let bad = || PolicyError::Unparsable(part.to_string());
+            if let Some(group) = part.strip_prefix("tag:") {
+                let group = group.trim();
+                check_tag(group).map_err(|e| PolicyError::BadGroup {
+                    index: i + 1,
+                    group: group.to_string(),
+                    problem: e.to_string(),
+                })?;
+                return Ok(WaveSize::Group(group.to_string()));
+            }
             match part.strip_suffix('%') {
                 Some(p) => p.trim().parse::<f64>().map(WaveSize::Percent).map_err(|_| bad()),
                 None => part.parse::<u64>().map(WaveSize::Count).map_err(|_| bad()),
@@ -228,23 +278,28 @@ impl RolloutPolicy {
     /// Checks the rules every policy must follow.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let last = self.waves.last().ok_or(PolicyError::NoWaves)?;
-        let mut previous: Option<WaveSize> = None;
-        for (i, &w) in self.waves.iter().enumerate() {
+        // The last count or percentage wave, and where each group came first.
+        let mut previous: Option<&WaveSize> = None;
+        let mut groups: Vec<(&str, usize)> = Vec::new();
+        let mut everyone = false;
+        for (i, w) in self.waves.iter().enumerate() {
             let index = i + 1;
+            let bad = |reason| PolicyError::BadWave { index, size: w.to_string(), reason };
             match w {
-                WaveSize::Count(0) => {
-                    return Err(PolicyError::BadWave {
-                        index,
-                        size: w.to_string(),
-                        reason: "a wave needs at least one agent",
-                    });
+                WaveSize::Count(0) => return Err(bad("a wave needs at least one agent")),
+                WaveSize::Percent(p) if !(*p > 0.0 && *p <= 100.0) => {
+                    return Err(bad("percentages must be above 0 and at most 100"));
                 }
-                WaveSize::Percent(p) if !(p > 0.0 && p <= 100.0) => {
-                    return Err(PolicyError::BadWave {
-                        index,
-                        size: w.to_string(),
-                        reason: "percentages must be above 0 and at most 100",
-                    });
+                WaveSize::Group(g) => {
+                    let group = g.clone();
+                    if everyone {
+                        return Err(PolicyError::GroupAfterEveryone { index, group });
+                    }
+                    if let Some((_, first)) = groups.iter().find(|(name, _)| name == g) {
+                        return Err(PolicyError::RepeatedGroup { index, group, first: *first });
+                    }
+                    groups.push((g, index));
+                    continue;
                 }
                 _ => {}
             }
@@ -260,9 +315,10 @@ impl RolloutPolicy {
                     return Err(PolicyError::Shrinking { index, size: w.to_string(), previous: prev.to_string() });
                 }
             }
+            everyone |= w.is_everyone();
             previous = Some(w);
         }
-        if !matches!(last, WaveSize::Percent(p) if *p >= 100.0) {
+        if !last.is_everyone() {
             return Err(PolicyError::IncompleteLastWave { last: last.to_string() });
         }
         if !(self.success_threshold > 0.0 && self.success_threshold <= 100.0) {
@@ -290,14 +346,34 @@ impl RolloutPolicy {
         Ok(())
     }
 
-    /// Cumulative agent counts after each wave, for a fleet of `fleet`,
-    /// never decreasing.
+    /// Checks that every group a wave names has members somewhere in the
+    /// fleet (`known` lists every tag some agent carries), as unknown tag
+    /// targets are refused.
+    pub fn check_groups(&self, known: &[String]) -> Result<(), PolicyError> {
+        for (i, w) in self.waves.iter().enumerate() {
+            if let Some(g) = w.group()
+                && !known.iter().any(|k| k == g)
+            {
+                return Err(PolicyError::UnknownGroup { index: i + 1, group: g.to_string() });
+            }
+        }
+        Ok(())
+    }
+
+    /// The groups the waves name, in wave order.
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.waves.iter().filter_map(WaveSize::group)
+    }
+
+    /// Cumulative agent counts the count and percentage waves reach, for a
+    /// fleet of `fleet`, never decreasing. A group wave adds no count of its
+    /// own: its entry repeats the reach before it.
     pub fn cumulative_reach(&self, fleet: u64) -> Vec<u64> {
         let mut reached = 0;
         self.waves
             .iter()
             .map(|w| {
-                reached = reached.max(w.reach(fleet));
+                reached = reached.max(w.reach(fleet).unwrap_or(0));
                 reached
             })
             .collect()
@@ -323,6 +399,9 @@ mod tests {
             (7, "10,100%", &[7, 7]),
             (100, "14%,100%", &[14, 100]),
             (10_000, "1,5%,25%,100%", &[1, 500, 2500, 10_000]),
+            // Group waves add no count of their own; their size is their group's.
+            (100, "tag:pilot,25%,100%", &[0, 25, 100]),
+            (100, "1,tag:pilot,tag:ring1,100%", &[1, 1, 1, 100]),
         ];
         for (fleet, waves, expected) in table {
             assert_eq!(policy(waves).cumulative_reach(*fleet), *expected, "{waves} of {fleet}");
@@ -338,6 +417,11 @@ mod tests {
             ("1,150%", "at most 100"),
             ("1,-5%,100%", "above 0"),
             ("5,3,100%", "must not shrink"),
+            ("tag:pilot", "the last wave is tag:pilot; it must be 100%"),
+            ("tag:pilot,100%,tag:ring1,100%", "wave 3 (tag:ring1) comes after a 100% wave"),
+            ("tag:pilot,25%,tag:pilot,100%", "wave 3 repeats tag:pilot of wave 1"),
+            // Groups in between do not hide a shrinking size.
+            ("5,tag:pilot,3,100%", "wave 3 (3) is smaller than the wave before it (5)"),
         ];
         for (waves, reason) in table {
             let err = policy(waves).validate().unwrap_err().to_string();
@@ -345,6 +429,38 @@ mod tests {
         }
         assert!(matches!(parse_waves("1,five%"), Err(PolicyError::Unparsable(_))));
         assert_eq!(policy("1,5%,25%,100%").validate(), Ok(()));
+        assert_eq!(policy("tag:pilot,tag:ring1,25%,100%").validate(), Ok(()));
+        assert_eq!(policy("1,tag:pilot,100%").validate(), Ok(()));
+    }
+
+    #[test]
+    fn group_waves_are_written_tag_colon_name() {
+        let group = |g: &str| WaveSize::Group(g.into());
+        assert_eq!(
+            parse_waves("tag:pilot, 25%,tag:ring-1,100%"),
+            Ok(vec![group("pilot"), WaveSize::Percent(25.0), group("ring-1"), WaveSize::Percent(100.0)])
+        );
+        assert_eq!(group("pilot").to_string(), "tag:pilot", "shown as written");
+        // (spec, error) for group names that cannot be tags
+        let table: &[(&str, &str)] = &[
+            ("tag:Pilot,100%", "wave 1 (tag:Pilot): \"Pilot\" is not a valid tag"),
+            ("1,tag:,100%", "wave 2 (tag:): \"\" is not a valid tag"),
+            ("pilot,100%", "cannot parse wave \"pilot\"; write a count like 1, a percentage like 25% or a group"),
+        ];
+        for (spec, error) in table {
+            let err = parse_waves(spec).unwrap_err().to_string();
+            assert!(err.starts_with(error), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_group_nobody_is_in_is_refused_like_an_unknown_tag_target() {
+        let known = vec!["lab".to_string(), "pilot".to_string()];
+        assert_eq!(policy("tag:pilot,100%").check_groups(&known), Ok(()));
+        assert_eq!(policy("1,25%,100%").check_groups(&[]), Ok(()), "no groups, nothing to check");
+        let err = policy("tag:pilot,tag:ring1,100%").check_groups(&known).unwrap_err();
+        assert_eq!(err, PolicyError::UnknownGroup { index: 2, group: "ring1".into() });
+        assert!(err.to_string().contains("no agent is tagged \"ring1\""), "{err}");
     }
 
     #[test]

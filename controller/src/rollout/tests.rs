@@ -2,10 +2,11 @@
 //! number; 10,000 agents run through four waves in one test, with no
 //! sockets and no clock.
 
-use super::engine::{Dispatch, Outcome, Phase, Rollout, Stage};
-use super::spec::{Advance, FailureLimit, Mode, RolloutPolicy, SilencePolicy, parse_waves};
+use super::engine::{Dispatch, Joining, Outcome, Phase, Rollout, Stage};
+use super::spec::{Advance, FailureLimit, Mode, RolloutPolicy, SilencePolicy, WaveSize, parse_waves};
 use flotte_protocol::{AgentId, Timestamp};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -50,7 +51,17 @@ impl Sim {
 
     /// A rollout created and due at `start`.
     fn starting(policy: RolloutPolicy, fleet: usize, start: Timestamp) -> Self {
-        let rollout = Rollout::new(42, policy, (0..fleet).map(agent), start);
+        Sim::from(Rollout::new(42, policy, (0..fleet).map(agent), start), start)
+    }
+
+    /// A rollout due now over `fleet` agents, where the agents of each range
+    /// are in the named group.
+    fn grouped(policy: RolloutPolicy, fleet: usize, groups: &[(Range<usize>, &str)]) -> Self {
+        let joining = (0..fleet).map(|i| Joining { agent: agent(i), groups: groups_of(i, groups) });
+        Sim::from(Rollout::new(42, policy, joining, at(0)), at(0))
+    }
+
+    fn from(rollout: Rollout, start: Timestamp) -> Self {
         let mut sim = Sim { rollout, now: start, assigned: BTreeMap::new(), log: vec![] };
         sim.tick(0);
         sim
@@ -98,6 +109,20 @@ impl Sim {
     fn wave_sizes(&self) -> Vec<u64> {
         self.rollout.wave_tallies().iter().map(|t| t.assigned).collect()
     }
+
+    /// Lets every wave succeed, one after the other, until the rollout
+    /// completes.
+    fn succeed_to_the_end(&mut self) {
+        while let Phase::Running { wave, stage: Stage::Deploying } = *self.rollout.phase() {
+            self.finish_wave(wave, 0);
+        }
+        assert_eq!(self.rollout.phase(), &Phase::Completed);
+    }
+}
+
+/// The groups agent `i` is in.
+fn groups_of(i: usize, groups: &[(Range<usize>, &str)]) -> Vec<String> {
+    groups.iter().filter(|(range, _)| range.contains(&i)).map(|(_, g)| g.to_string()).collect()
 }
 
 #[test]
@@ -546,4 +571,135 @@ fn a_deferred_install_stays_pending_and_counts_once() {
     let t = sim.rollout.total();
     assert_eq!((t.succeeded, t.deferred, t.pending), (2, 0, 0));
     assert_eq!(sim.rollout.phase(), &Phase::Completed);
+}
+
+// ---- named-group waves ----
+
+#[test]
+fn group_waves_take_their_whole_group_and_shares_count_over_every_member() {
+    type Row<'a> = (usize, &'a [(Range<usize>, &'a str)], &'a str, &'a [u64]);
+    // (fleet, groups, waves, agents assigned per wave)
+    let table: &[Row] = &[
+        // The 5 pilots, then others up to a quarter of the fleet, then everyone.
+        (100, &[(0..5, "pilot")], "tag:pilot,25%,100%", &[5, 20, 75]),
+        // The pilots are more than a quarter already: the 25% wave is empty.
+        (100, &[(0..30, "pilot")], "tag:pilot,25%,100%", &[30, 0, 70]),
+        // Rings, one after the other.
+        (20, &[(0..2, "pilot"), (2..10, "ring1")], "tag:pilot,tag:ring1,100%", &[2, 8, 10]),
+        // An agent in two groups goes with the first of their waves.
+        (10, &[(0..3, "pilot"), (2..5, "ring1")], "tag:pilot,tag:ring1,100%", &[3, 2, 5]),
+        // A canary by cohort order, never a pilot: the pilots wait for their wave.
+        (100, &[(0..5, "pilot")], "1,tag:pilot,100%", &[1, 5, 94]),
+        // A share before a group's wave leaves the group for its wave…
+        (100, &[(0..50, "ring1")], "10%,tag:ring1,100%", &[10, 50, 40]),
+        // …and falls short rather than take them early.
+        (100, &[(0..95, "ring1")], "10%,tag:ring1,100%", &[5, 95, 0]),
+        // Nobody in the group (the tag is on agents outside the target): an
+        // empty wave passes at once, like a wave smaller than one agent.
+        (10, &[], "tag:pilot,50%,100%", &[0, 5, 5]),
+        // At scale.
+        (10_000, &[(0..50, "pilot")], "tag:pilot,5%,25%,100%", &[50, 450, 2000, 7500]),
+    ];
+    for (fleet, groups, waves, sizes) in table {
+        let mut sim = Sim::grouped(policy(waves), *fleet, groups);
+        sim.succeed_to_the_end();
+        assert_eq!(sim.wave_sizes(), *sizes, "{waves}");
+        assert_eq!(sim.assigned.len(), *fleet, "{waves}: everyone, once");
+        let policy = sim.rollout.policy().clone();
+        for (wave, size) in policy.waves.iter().enumerate() {
+            let later: Vec<&str> = policy.waves[wave + 1..].iter().filter_map(WaveSize::group).collect();
+            for a in sim.wave(wave) {
+                let in_group = |g: &str| sim.rollout.groups_of(&a).iter().any(|x| x == g);
+                match size {
+                    WaveSize::Group(g) => assert!(in_group(g), "{waves}: {a} is not in {g}"),
+                    _ => assert!(!later.iter().any(|g| in_group(g)), "{waves}: {a} went out before its group"),
+                }
+            }
+            if let WaveSize::Group(g) = size {
+                let left = sim.assigned.iter().filter(|(a, w)| **w > wave && sim.rollout.groups_of(a).contains(g));
+                assert_eq!(left.count(), 0, "{waves}: wave {wave} left members of {g} behind");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_group_wave_is_judged_by_its_own_members() {
+    // 4 pilots of 100; 95% must succeed, more than 2% failed halts.
+    // (what the pilots report, phase afterwards, agents assigned)
+    let table: &[(&[Outcome], &str, usize)] = &[
+        (&[Outcome::Succeeded; 4], "wave 2 of 3", 25),
+        // 3 of 4 is 75%: the wave waits for the last pilot.
+        (&[Outcome::Succeeded, Outcome::Succeeded, Outcome::Succeeded, Outcome::Progress], "wave 1 of 3", 4),
+        // 1 of 4 failed is 25%, more than 2%: halt before anyone else.
+        (&[Outcome::Failed, Outcome::Succeeded, Outcome::Succeeded, Outcome::Succeeded], "halted", 4),
+    ];
+    for (outcomes, expected, assigned) in table {
+        let mut sim = Sim::grouped(policy("tag:pilot,25%,100%"), 100, &[(10..14, "pilot")]);
+        assert_eq!(sim.log[0], Dispatch::WaveStarted { wave: 0, agents: 4 });
+        for (a, outcome) in sim.wave(0).iter().zip(outcomes.iter()) {
+            sim.report(a, *outcome);
+        }
+        let got = match sim.rollout.phase() {
+            Phase::Running { wave, .. } => format!("wave {} of 3", wave + 1),
+            other => other.name().to_string(),
+        };
+        assert_eq!((got.as_str(), sim.assigned.len()), (*expected, *assigned), "{outcomes:?}");
+    }
+}
+
+#[test]
+fn group_membership_is_read_when_a_member_joins() {
+    let joins =
+        |i: usize, groups: &[&str]| Joining { agent: agent(i), groups: groups.iter().map(|g| g.to_string()).collect() };
+    let p = RolloutPolicy { advance: Advance::Manual, ..policy("1,tag:pilot,100%") };
+    let mut sim = Sim::grouped(p, 10, &[(0..2, "pilot")]);
+    // Only the groups the waves name are kept.
+    sim.rollout.add_agent(sim.now, joins(100, &["pilot", "lab"]));
+    assert_eq!(sim.rollout.groups_of(&agent(100)), ["pilot"]);
+    // Joining again (tagged once more, say) changes nothing: membership is
+    // what it was when the member joined.
+    sim.rollout.add_agent(sim.now, joins(0, &[]));
+    assert_eq!(sim.rollout.groups_of(&agent(0)), ["pilot"]);
+
+    sim.finish_wave(0, 0);
+    sim.rollout.approve(sim.now).unwrap();
+    sim.drain();
+    assert_eq!(sim.wave(1), [agent(0), agent(1), agent(100)], "a pilot that joined before its wave goes with it");
+    // A pilot that joins once its wave is out is an ordinary member: the
+    // last wave takes it.
+    sim.rollout.add_agent(sim.now, joins(101, &["pilot"]));
+    sim.drain();
+    assert!(!sim.assigned.contains_key(&agent(101)), "not assigned mid-wave");
+    sim.finish_wave(1, 0);
+    sim.rollout.approve(sim.now).unwrap();
+    sim.drain();
+    assert_eq!(sim.assigned.get(&agent(101)), Some(&2));
+    assert_eq!(sim.wave_sizes(), [1, 3, 8]);
+}
+
+#[test]
+fn a_rollout_stored_before_group_waves_existed_loads_and_goes_on() {
+    // Stored by a controller of 2026-11-29, before members had groups.
+    let stored = r#"{"id":1,"policy":{"waves":[{"percent":100.0}],"success_threshold":100.0,"failure_limit":{"percent":100.0},"soak":{"secs":0,"nanos":0},"silence_deadline":{"secs":86400,"nanos":0},"silence_policy":"failed","advance":"automatic","window":null},"phase":"completed","members":{"agt-050151f6ec8d0814":{"key":16624143529135692086,"wave":0,"status":"succeeded","heard_at":"2026-11-29T10:08:27.741Z"},"agt-228123f4f708c1bb":{"key":15471246752093206630,"wave":0,"status":"succeeded","heard_at":"2026-11-29T10:08:27.769Z"},"agt-39d17f57334094b2":{"key":1046678722899251854,"wave":0,"status":"succeeded","heard_at":"2026-11-29T10:08:27.797Z"},"agt-a7264d65beb48547":{"key":15304711032466971112,"wave":0,"status":"succeeded","heard_at":"2026-11-29T10:08:27.777Z"},"agt-cb001e511d564311":{"key":12333999300778328643,"wave":0,"status":"succeeded","heard_at":"2026-11-29T10:08:27.767Z"}},"waves":[{"assigned":5,"pending":0,"succeeded":5,"failed":0,"silent":0}],"silence":[]}"#;
+    let mut rollout: Rollout = serde_json::from_str(stored).unwrap();
+    assert_eq!((rollout.phase(), rollout.fleet()), (&Phase::Completed, 5));
+    assert!(rollout.members().all(|a| rollout.groups_of(a).is_empty()));
+    rollout.add_agent(at(0), agent(1));
+    assert_eq!(rollout.poll_dispatch(), Some(Dispatch::Assign { agent: agent(1), wave: 0 }));
+    // Members in no group add nothing to the stored state.
+    assert!(!serde_json::to_string(&rollout).unwrap().contains("groups"));
+}
+
+#[test]
+fn a_grouped_rollout_restored_from_its_serialized_form_keeps_its_groups() {
+    let p = RolloutPolicy { advance: Advance::Manual, ..policy("1,tag:pilot,100%") };
+    let mut sim = Sim::grouped(p, 50, &[(0..5, "pilot")]);
+    sim.finish_wave(0, 0);
+    let restored: Rollout = serde_json::from_str(&serde_json::to_string(&sim.rollout).unwrap()).unwrap();
+    assert_eq!(restored, sim.rollout);
+    sim.rollout = restored;
+    sim.rollout.approve(sim.now).unwrap();
+    sim.drain();
+    assert_eq!(sim.wave(1), (0..5).map(agent).collect::<Vec<_>>(), "the pilots, as before the restart");
 }

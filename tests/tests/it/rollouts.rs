@@ -1,8 +1,9 @@
-//! Phased rollouts with real agents: waves, auto-halt, restart mid-wave,
-//! fleet rollback, tag and filter targets, and the requests that must be
-//! refused.
+//! Phased rollouts with real agents: waves, named-group waves, auto-halt,
+//! restart mid-wave, fleet rollback, tag and filter targets, and the
+//! requests that must be refused.
 
 use anyhow::Result;
+use flotte_controller::rollout::cohort::cohort_key;
 use flotte_protocol::api::{RollbackRequest, RolloutRequest, RolloutView, TagRequest, Target};
 use flotte_tests::{DEADLINE, Lab, wait_for};
 
@@ -124,6 +125,8 @@ fn requests_that_make_no_sense_are_refused_and_change_nothing() -> Result<()> {
         (RolloutRequest { max_failures: "150%".into(), ..request("1.0.0", "100%") }, 400, "failure limit"),
         (RolloutRequest { start_at: Some(past), ..request("1.0.0", "100%") }, 400, "in the past"),
         (request("9.9.9", "100%"), 404, "unknown release"),
+        (request("1.0.0", "tag:nobody,100%"), 400, "no agent is tagged \"nobody\""),
+        (request("1.0.0", "100%,tag:late,100%"), 400, "comes after a 100% wave"),
         (
             RolloutRequest { target: Target::Agents(vec!["nobody".into()]), ..request("1.0.0", "100%") },
             400,
@@ -353,5 +356,68 @@ fn no_wave_starts_outside_the_maintenance_window() -> Result<()> {
     let err = lab.client.create_rollout(&never).unwrap_err();
     assert_eq!(err.status(), Some(400));
     assert!(err.to_string().contains("never opens"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_pilot_group_gets_the_release_first_and_everyone_else_in_the_next_wave() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(3)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    // The pilot is the agent that cohort order alone would assign last (in
+    // the lab's first rollout, id 1): only its group can send it first.
+    let views = lab.client.agents()?;
+    let id_of = |name: &str| views.iter().find(|v| v.hostname == name).map(|v| v.id.clone()).expect("enrolled");
+    let pilot = agents.iter().max_by_key(|a| cohort_key(1, &id_of(&a.name))).expect("three agents");
+    lab.client.change_tags(&pilot.name, &TagRequest { add: vec!["pilot".into()], remove: vec![] })?;
+
+    let created = lab.client.create_rollout(&RolloutRequest { manual: true, ..request("1.0.0", "tag:pilot,100%") })?;
+    assert_eq!(created.id, 1, "cohort order was computed for rollout 1");
+    let first = wait_stage(&lab, created.id, "awaiting_approval")?;
+
+    let sizes: Vec<&str> = first.waves.iter().map(|w| w.size.as_str()).collect();
+    assert_eq!(sizes, ["tag:pilot", "100%"]);
+    assert_eq!(wave_sizes(&first), [1, 0]);
+    assert_eq!(first.waves[0].succeeded, 1);
+    let assigned: Vec<String> = lab.client.assignments()?.into_iter().map(|a| a.hostname).collect();
+    assert_eq!(assigned, [pilot.name.as_str()], "wave 0 is the pilot alone");
+    for agent in &agents {
+        let expected = (agent.name == pilot.name).then_some("1.0.0");
+        assert_eq!(agent.active_version("hello").as_deref(), expected, "{} before wave 1", agent.name);
+    }
+
+    lab.client.rollout_command(created.id, "approve")?;
+    let done = wait_phase(&lab, created.id, "completed")?;
+    assert_eq!(wave_sizes(&done), [1, 2], "everyone else in wave 1");
+    for agent in &agents {
+        assert_eq!(agent.active_version("hello").as_deref(), Some("1.0.0"), "{}", agent.name);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_rollback_of_a_group_rollout_sends_the_group_back_first() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(2)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    lab.publish(&key, "hello", "2.0.0")?;
+    let v1 = lab.client.create_rollout(&request("1.0.0", "100%"))?;
+    wait_phase(&lab, v1.id, "completed")?;
+    lab.client.change_tags(&agents[1].name, &TagRequest { add: vec!["pilot".into()], remove: vec![] })?;
+    let v2 = lab.client.create_rollout(&request("2.0.0", "tag:pilot,100%"))?;
+    wait_phase(&lab, v2.id, "completed")?;
+
+    // The original's waves, the pilot read from its tags now.
+    let rollback = lab.client.rollback(v2.id, &RollbackRequest { manual: Some(true), ..Default::default() })?;
+    let first = wait_stage(&lab, rollback.rollout.id, "awaiting_approval")?;
+
+    assert_eq!(wave_sizes(&first), [1, 0]);
+    let versions: Vec<Option<String>> = agents.iter().map(|a| a.active_version("hello")).collect();
+    assert_eq!(versions, [Some("2.0.0".into()), Some("1.0.0".into())], "only the pilot went back");
+    lab.client.rollout_command(rollback.rollout.id, "approve")?;
+    wait_phase(&lab, rollback.rollout.id, "completed")?;
+    assert!(agents.iter().all(|a| a.active_version("hello").as_deref() == Some("1.0.0")));
     Ok(())
 }
