@@ -7,6 +7,7 @@
 
 use crate::error::{AgentError, Result};
 use crate::state_dir::DEFAULT_STATE_DIR;
+use crate::throttle::Rate;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub struct AgentConfig {
     /// How often the agent recollects its inventory and, if its digest
     /// changed, sends it (it always sends it at connect and after installs).
     pub inventory_interval: Duration,
+    /// The most download bandwidth the agent takes; `None` is unlimited.
+    pub download_bandwidth_limit: Option<Rate>,
 }
 
 /// Default of [`AgentConfig::inventory_interval`].
@@ -77,6 +80,8 @@ struct FileConfig {
     report_dpkg_packages: Option<bool>,
     /// A humantime duration, e.g. `"10m"`.
     inventory_interval: Option<String>,
+    /// A bandwidth, e.g. `"10 MiB/s"` or `"20 Mbit/s"`.
+    download_bandwidth_limit: Option<String>,
 }
 
 impl AgentConfig {
@@ -106,6 +111,14 @@ impl AgentConfig {
                 .map(|text| parse_duration("inventory_interval", text))
                 .transpose()?
                 .unwrap_or(DEFAULT_INVENTORY_INTERVAL),
+            download_bandwidth_limit: parsed
+                .download_bandwidth_limit
+                .as_deref()
+                .map(|text| {
+                    Rate::parse(text)
+                        .map_err(|reason| AgentError::ConfigValue { key: "download_bandwidth_limit", reason })
+                })
+                .transpose()?,
             dpkg: match (parsed.dpkg_admindir, parsed.dpkg_instdir) {
                 (None, None) => None,
                 (Some(admindir), Some(instdir)) => Some(DpkgDatabase { admindir, instdir }),
@@ -154,6 +167,15 @@ mod tests {
         assert_eq!(c.log_level, "info");
         assert!(!c.report_dpkg_packages);
         assert_eq!(c.inventory_interval, DEFAULT_INVENTORY_INTERVAL);
+        assert_eq!(c.download_bandwidth_limit, None);
+    }
+
+    #[test]
+    fn a_download_bandwidth_limit_is_read_and_checked() {
+        let c = load_text("download_bandwidth_limit = \"20 Mbit/s\"\n", Overrides::default()).unwrap();
+        assert_eq!(c.download_bandwidth_limit.map(Rate::bytes_per_second), Some(2_500_000));
+        let err = load_text("download_bandwidth_limit = \"fast\"\n", Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("download_bandwidth_limit"), "{err}");
     }
 
     #[test]

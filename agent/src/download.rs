@@ -15,9 +15,12 @@
 //!   needed, so a job resumed after a crash can go on while offline.
 //! - A local write that fails because of the host (disk full, I/O error) is
 //!   [`Outcome::Failed`] with `transient: true`.
+//! - With a bandwidth limit, reading pauses as [`Throttle`] says, so the
+//!   controller is slowed by flow control rather than the agent buffering.
 
 use crate::durable;
 use crate::error::AgentError;
+use crate::throttle::{Rate, Throttle};
 use crate::wire;
 use flotte_protocol::ContentHasher;
 use flotte_protocol::Sha256Digest;
@@ -62,11 +65,13 @@ impl Outcome {
 /// `on_start` is called with the resume offset just before bytes are
 /// requested from the controller (not at all if the file is already
 /// complete). Without a connection only a complete file can succeed.
+/// `limit` caps the download's bandwidth.
 pub async fn fetch(
     connection: Option<&Connection>,
     path: PathBuf,
     digest: Sha256Digest,
     size: u64,
+    limit: Option<Rate>,
     on_start: impl FnOnce(u64),
 ) -> Outcome {
     let prepared = tokio::task::spawn_blocking({
@@ -85,7 +90,8 @@ pub async fn fetch(
             return Outcome::Interrupted("not connected to the controller".into());
         };
         on_start(offset);
-        if let Err(outcome) = receive(connection, &path, digest, offset, size, &mut file, &mut hasher).await {
+        let target = Target { path: &path, file: &mut file, hasher: &mut hasher, throttle: limit.map(Throttle::new) };
+        if let Err(outcome) = receive(connection, digest, offset, size, target).await {
             return outcome;
         }
     }
@@ -142,16 +148,23 @@ fn prepare(path: &Path, size: u64) -> Result<(File, ContentHasher), AgentError> 
     Ok((file, hasher))
 }
 
-/// Requests `offset..size` and appends it to `file`.
+/// Where received bytes go, and how fast they may come.
+struct Target<'a> {
+    path: &'a Path,
+    file: &'a mut File,
+    hasher: &'a mut ContentHasher,
+    throttle: Option<Throttle>,
+}
+
+/// Requests `offset..size` and appends it to the target file.
 async fn receive(
     connection: &Connection,
-    path: &Path,
     digest: Sha256Digest,
     offset: u64,
     size: u64,
-    file: &mut File,
-    hasher: &mut ContentHasher,
+    target: Target<'_>,
 ) -> Result<(), Outcome> {
+    let Target { path, file, hasher, mut throttle } = target;
     let interrupted = |what: &str, e: &dyn std::fmt::Display| Outcome::Interrupted(format!("{what}: {e}"));
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| interrupted("open content stream", &e))?;
     let request = StreamRequest::Content(ContentRequest { digest, offset, length: Some(size - offset) });
@@ -199,6 +212,12 @@ async fn receive(
             .map_err(|e| Outcome::local(AgentError::Io { op: "write download", path: path.into(), source: e }))?;
         hasher.update(bytes);
         remaining -= bytes.len() as u64;
+        if let Some(throttle) = &mut throttle {
+            let pause = throttle.pause_after(bytes.len() as u64, std::time::Instant::now());
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
     // Whatever else the controller sends is not read.
     let _ = recv.stop(VarInt::from_u32(0));

@@ -29,8 +29,9 @@
 //! - [`runner`]: the event loop tying it together.
 //! - [`verify`], [`tuf_client`], [`tuf_store`]: releases verified through TUF
 //!   (metadata over QUIC, the client workflow, the persisted trusted metadata).
-//! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
-//! - [`unit`]: `service install|uninstall`, the systemd unit file.
+//! - [`service`]: the host's service manager behind one trait: registering
+//!   the agent as a service, readiness, watchdog, stopping (systemd today).
+//! - [`throttle`]: the download bandwidth limit (a pure pacer).
 //! - [`error`]: the error type of this crate.
 //!
 //! # Invariants
@@ -60,9 +61,9 @@ pub mod runner;
 pub mod service;
 pub mod session;
 pub mod state_dir;
+pub mod throttle;
 pub mod tuf_client;
 pub mod tuf_store;
-pub mod unit;
 pub mod verify;
 pub mod wire;
 

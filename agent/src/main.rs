@@ -11,9 +11,9 @@ use flotte_agent::config::{AgentConfig, Overrides};
 use flotte_agent::enroll::{EnrollOptions, enroll};
 use flotte_agent::error::{AgentError, EXIT_NEEDS_ADMIN};
 use flotte_agent::quarantine::Quarantine;
-use flotte_agent::service;
+use flotte_agent::service::systemd::{DEFAULT_UNIT_DIR, Systemd, UNIT_NAME};
+use flotte_agent::service::{HostServiceManager, Registration, ServiceManager};
 use flotte_agent::state_dir::{DEFAULT_STATE_DIR, StateDir};
-use flotte_agent::unit::{self, UnitOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -80,7 +80,7 @@ enum ServiceCommand {
         /// The config file the service reads.
         #[arg(long, value_name = "FILE", default_value = "/etc/flotte/agent.toml")]
         config: PathBuf,
-        #[arg(long, value_name = "DIR", default_value = unit::DEFAULT_UNIT_DIR)]
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_UNIT_DIR)]
         unit_dir: PathBuf,
         /// Only write the file; do not call systemctl.
         #[arg(long)]
@@ -88,7 +88,7 @@ enum ServiceCommand {
     },
     /// Stop and disable the service and remove the unit file.
     Uninstall {
-        #[arg(long, value_name = "DIR", default_value = unit::DEFAULT_UNIT_DIR)]
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_UNIT_DIR)]
         unit_dir: PathBuf,
         /// Only remove the file; do not call systemctl.
         #[arg(long)]
@@ -144,15 +144,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Service(ServiceCommand::Install { config, unit_dir, no_enable }) => {
             let exe = std::env::current_exe().context("cannot find this executable")?;
             let config = std::path::absolute(&config).context("config path")?;
-            let path = unit::install(&UnitOptions { unit_dir, exe, config, enable: !no_enable })?;
+            let registration = Registration { exe: &exe, config: &config, enable: !no_enable };
+            let path = Systemd { unit_dir }.install(&registration)?;
             println!("wrote {}; it starts once the host is enrolled (systemctl start flotte-agent)", path.display());
             Ok(())
         }
         Command::Service(ServiceCommand::Uninstall { unit_dir, no_disable }) => {
-            if unit::uninstall(&unit_dir, !no_disable)? {
-                println!("removed {}", unit_dir.join(unit::UNIT_NAME).display());
+            if (Systemd { unit_dir: unit_dir.clone() }).uninstall(!no_disable)? {
+                println!("removed {}", unit_dir.join(UNIT_NAME).display());
             } else {
-                println!("no {} in {}", unit::UNIT_NAME, unit_dir.display());
+                println!("no {UNIT_NAME} in {}", unit_dir.display());
             }
             Ok(())
         }
@@ -204,20 +205,22 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let agent = flotte_agent::Agent::open(config)?;
-                // State is loaded: tell systemd (Type=notify) we are up, and
+                // State is loaded: tell the service manager we are up, and
                 // keep its watchdog fed while the runtime is alive.
-                service::ready();
-                if let Some(interval) = service::watchdog_interval() {
+                let manager = HostServiceManager::default();
+                manager.ready();
+                if let Some(interval) = manager.watchdog_interval() {
+                    let manager = manager.clone();
                     tokio::spawn(async move {
                         let mut tick = tokio::time::interval(interval);
                         loop {
                             tick.tick().await;
-                            service::notify("WATCHDOG=1");
+                            manager.watchdog();
                         }
                     });
                 }
                 agent.run(Box::pin(shutdown_signal())).await;
-                service::stopping();
+                manager.stopping();
                 anyhow::Ok(())
             })
         }
@@ -232,8 +235,8 @@ fn init_logging(level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
-    if service::logging_to_journal() {
-        // journald stamps each line itself; colours would be noise there.
+    if HostServiceManager::default().logs_to_system_log() {
+        // The system log stamps each line itself; colours would be noise there.
         subscriber.with_ansi(false).without_time().init();
     } else {
         subscriber.init();

@@ -14,6 +14,7 @@
 //! - [`rollout`]: the pure rollout engine (waves, thresholds, soak, halts).
 //! - [`tuf`]: the controller as a TUF repository (online roles, uploads, re-signing).
 //! - [`api`]: the HTTPS/JSON admin and enrollment API.
+//! - [`service`]: sd_notify (READY, WATCHDOG, STOPPING) for systemd.
 //! - [`server`]: wires the above into one running controller.
 //! - [`client`]: a blocking admin-API client, used by `flottectl`, the lab and tests.
 //! - [`ctl`]: the `flottectl` commands.
@@ -34,6 +35,7 @@ pub mod quic;
 pub mod rollout;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tuf;
 

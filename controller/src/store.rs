@@ -141,6 +141,8 @@ const MIGRATIONS: &[M<'static>] = &[
     // The agent's whole last inventory (JSON `Inventory`); '' until the
     // agent first connects. The columns above keep the fields lists filter on.
     M::up("ALTER TABLE agents ADD COLUMN inventory TEXT NOT NULL DEFAULT '';"),
+    // A rollout is rolled back at most once, even by two racing requests.
+    M::up("CREATE UNIQUE INDEX rollbacks_once ON rollbacks (rollback_of);"),
     // TUF: the repository's metadata files (every root version, targets and
     // delegated roles, snapshot, timestamp). Releases are now the targets
     // entries of verified roles; the single-key release signatures go.

@@ -231,7 +231,8 @@ pub struct RolloutRequest {
     /// When to start; `None` means now. A time in the past is refused.
     pub start_at: Option<Timestamp>,
     /// Maintenance window in which waves may start, e.g.
-    /// `sat,sun 00:00-06:00 +01:00` (fixed UTC offset); `None`: any time.
+    /// `sat,sun 00:00-06:00 Europe/Paris` (IANA zone) or
+    /// `sat,sun 00:00-06:00 +01:00` (fixed offset); `None`: any time.
     #[serde(default)]
     pub window: Option<String>,
 }

@@ -20,6 +20,7 @@
 
 pub mod footprint;
 pub mod packages;
+pub mod peers;
 pub mod tmpfs;
 
 use anyhow::{Context, Result};

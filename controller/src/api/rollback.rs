@@ -11,8 +11,11 @@
 //!   release; otherwise nothing changes.
 //! - A rollout is rolled back at most once; a second request is refused.
 //! - An original rollout that is still unfinished (running, paused,
-//!   halted) is aborted in the same request, so it cannot race the
-//!   rollback; both actions are in the audit log.
+//!   halted) is aborted in the same transaction that creates the rollback,
+//!   so it cannot race the rollback and a crash leaves both or neither;
+//!   both actions are in the audit log.
+//! - An agent whose latest report says it no longer runs the release
+//!   (another rollout moved it on) is skipped, not sent back.
 //! - The previous versions go out as ordinary assignments: the agent
 //!   verifies and installs them like any release (a kept version is
 //!   re-activated). Agents that refuse downgrades, and a signed rollback
@@ -83,21 +86,18 @@ pub(super) async fn rollback(
     let target = Target::Agents(agents.iter().map(|a| a.0.clone()).collect());
     check_conflicts(&state, &original.name, &main, &target, &agents, Some(id))?;
 
-    if !engine.phase().is_final() {
-        let step = services.store.step_rollout(id, now, Rollout::abort)?;
-        if let Ok(step) = step {
-            services.store.audit(&actor.0, "rollout.abort", &format!("rollout {id}: aborted to roll it back"), now)?;
-            after_step(services, id, &step);
-        }
-    }
     let extras = Extras {
         versions: plan.revert.iter().filter(|(_, v)| **v != main).map(|(a, v)| (a.clone(), v.clone())).collect(),
         rollback_of: Some(id),
     };
-    let (new_id, step) =
-        services.store.create_rollout_with(&original.name, &main, &target, &extras, now, |new_id| {
-            Rollout::new(new_id, policy.clone(), agents.iter().cloned(), now)
-        })?;
+    let done = services.store.roll_back(id, &original.name, &main, &target, &extras, now, |new_id| {
+        Rollout::new(new_id, policy.clone(), agents.iter().cloned(), now)
+    })?;
+    if let Some(aborted) = &done.aborted {
+        services.store.audit(&actor.0, "rollout.abort", &format!("rollout {id}: aborted to roll it back"), now)?;
+        after_step(services, id, aborted);
+    }
+    let (new_id, step) = (done.id, done.step);
     services.store.audit(
         &actor.0,
         "rollout.rollback",

@@ -7,7 +7,7 @@ use flotte_controller::ctl::profile::Profile;
 use flotte_controller::datadir::{DataDir, write_atomic};
 use flotte_controller::pki::Ca;
 use flotte_controller::store::Store;
-use flotte_controller::{secrets, server};
+use flotte_controller::{secrets, server, service};
 use flotte_protocol::Timestamp;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,10 +65,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if service::logging_to_journal() {
+        // journald stamps each line itself; colours would be noise there.
+        subscriber.with_ansi(false).without_time().init();
+    } else {
+        subscriber.init();
+    }
     match real_main(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -208,9 +213,12 @@ fn run(
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(server::run(dir, config, shutdown_signal(), |bound| {
         // One machine-readable line on stdout tells supervisors and tests
-        // that both sockets are bound, and where.
+        // that both sockets are bound, and where; systemd hears it too.
         println!("{{\"api\":\"{}\",\"quic\":\"{}\"}}", bound.api_addr, bound.quic_addr);
+        service::ready();
+        service::spawn_watchdog();
     }))?;
+    service::stopping();
     Ok(())
 }
 

@@ -126,8 +126,9 @@ pub struct CreateArgs {
     /// Start time, RFC 3339 with an offset, e.g. 2026-12-05T22:00:00+01:00.
     #[arg(long, value_parser = parse_start)]
     pub start: Option<Timestamp>,
-    /// Waves start only inside this window: DAYS HH:MM-HH:MM [OFFSET], e.g.
-    /// "sat,sun 00:00-06:00 +01:00" (fixed UTC offset, no IANA zones yet).
+    /// Waves start only inside this window: DAYS HH:MM-HH:MM [ZONE|OFFSET],
+    /// e.g. "sat,sun 00:00-06:00 Europe/Paris" (IANA zone, with its daylight
+    /// saving) or "sat,sun 00:00-06:00 +01:00"; UTC when neither is given.
     #[arg(long)]
     pub window: Option<String>,
 }

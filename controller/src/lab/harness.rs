@@ -47,7 +47,7 @@ impl Binaries {
 }
 
 /// Sends SIGTERM and waits, or SIGKILL when `hard`.
-fn stop(child: &mut Child, hard: bool) {
+fn stop(child: &mut Child, hard: bool) -> Option<std::process::ExitStatus> {
     if hard {
         let _ = child.kill();
     } else if let Ok(pid) = i32::try_from(child.id()) {
@@ -57,7 +57,7 @@ fn stop(child: &mut Child, hard: bool) {
             libc::kill(pid, libc::SIGTERM);
         }
     }
-    let _ = child.wait();
+    child.wait().ok()
 }
 
 /// Replaces top-level `key = value` lines of a TOML file with those in
@@ -80,6 +80,8 @@ pub struct ControllerProcess {
     pub admin_config: PathBuf,
     pub api_addr: SocketAddr,
     pub quic_addr: SocketAddr,
+    /// Extra environment of the next [`ControllerProcess::start`].
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -112,6 +114,7 @@ impl ControllerProcess {
             admin_config,
             api_addr: "127.0.0.1:0".parse()?,
             quic_addr: "127.0.0.1:0".parse()?,
+            env: Vec::new(),
             child: None,
         };
         c.start()?;
@@ -131,6 +134,7 @@ impl ControllerProcess {
             .arg("--quic-listen")
             .arg(self.quic_addr.to_string())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -151,6 +155,11 @@ impl ControllerProcess {
         if let Some(mut child) = self.child.take() {
             stop(&mut child, true);
         }
+    }
+
+    /// SIGTERM, as `systemctl stop` sends, and the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.take().and_then(|mut child| stop(&mut child, false))
     }
 
     /// An admin client with the token `init` wrote.

@@ -466,10 +466,7 @@ impl Rollout {
     }
 
     fn start_wave(&mut self, now: Timestamp, wave: usize) {
-        if let Some(window) = self.policy.window
-            && !window.is_open(now)
-        {
-            let opens = window.next_open(now);
+        if let Some(opens) = self.policy.window.as_ref().filter(|w| !w.is_open(now)).map(|w| w.next_open(now)) {
             self.phase = Phase::Running { wave, stage: Stage::OutsideWindow { opens } };
             self.out.push_back(Dispatch::OutsideWindow { wave, opens });
             return;

@@ -10,6 +10,7 @@
 //!   yet seen by the engine is seen after the restart. None is lost.
 
 use super::engine::{Dispatch, Outcome, Rollout};
+use super::window::Window;
 use crate::error::ControllerError;
 use crate::store::{Store, from_ts, ts};
 use flotte_protocol::api::{RolloutView, Target, WaveView};
@@ -45,6 +46,11 @@ pub struct AgentResult {
     /// The version that was active before this assignment, per the agent's
     /// latest report.
     pub active_before: Option<String>,
+    /// The package's active version per the agent's latest report that
+    /// names one, for any assignment of the package (this rollout's or a
+    /// later one's). `received` reports name none: the agent has not
+    /// looked yet.
+    pub active_now: Option<String>,
 }
 
 /// How a report's state counts for a rollout.
@@ -91,6 +97,56 @@ impl Store {
     ) -> Result<(u64, Step), ControllerError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let created = create_in(&tx, name, version, target, extras, now, build)?;
+        tx.commit()?;
+        Ok(created)
+    }
+
+    /// A fleet rollback as one transaction: aborts `original` unless it is
+    /// finished, then creates the rollback rollout (see
+    /// [`Store::create_rollout_with`]). A crash leaves both or neither, and
+    /// a second rollback of the same rollout fails on the unique
+    /// `rollbacks_once` index, changing nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn roll_back(
+        &self,
+        original: u64,
+        name: &str,
+        version: &str,
+        target: &Target,
+        extras: &Extras,
+        now: Timestamp,
+        build: impl FnOnce(u64) -> Rollout,
+    ) -> Result<RolledBack, ControllerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // Aborting a finished rollout is refused by the engine: nothing to do.
+        let aborted = step_in(&tx, original, now, Rollout::abort)?.ok();
+        let (id, step) = create_in(&tx, name, version, target, extras, now, build)?;
+        tx.commit()?;
+        Ok(RolledBack { aborted, id, step })
+    }
+}
+
+/// What [`Store::roll_back`] did.
+pub struct RolledBack {
+    /// The original's abort step, if it was unfinished.
+    pub aborted: Option<Step>,
+    /// The rollback rollout and its first step.
+    pub id: u64,
+    pub step: Step,
+}
+
+fn create_in(
+    tx: &Transaction,
+    name: &str,
+    version: &str,
+    target: &Target,
+    extras: &Extras,
+    now: Timestamp,
+    build: impl FnOnce(u64) -> Rollout,
+) -> Result<(u64, Step), ControllerError> {
+    {
         tx.execute(
             "INSERT INTO deployments (name, version, created_at) VALUES (?1, ?2, ?3)",
             params![name, version, ts(now)],
@@ -115,12 +171,13 @@ impl Store {
             "INSERT INTO rollouts (id, target, engine, phase, updated_at) VALUES (?1, ?2, '', '', ?3)",
             params![id, target, ts(now)],
         )?;
-        let step = apply_dispatches(&tx, id, name, version, &mut rollout, now)?;
-        save(&tx, id, &rollout, None, now)?;
-        tx.commit()?;
+        let step = apply_dispatches(tx, id, name, version, &mut rollout, now)?;
+        save(tx, id, &rollout, None, now)?;
         Ok((u64::try_from(id).unwrap_or(0), step))
     }
+}
 
+impl Store {
     /// Runs one engine step for rollout `id`: feeds it the reports it has
     /// not seen, then `action` (a command, a timeout, a new agent), and
     /// commits the result. `action`'s error aborts the step and changes
@@ -131,9 +188,24 @@ impl Store {
         now: Timestamp,
         action: impl FnOnce(&mut Rollout) -> Result<(), E>,
     ) -> Result<Result<Step, E>, ControllerError> {
-        let id = i64::try_from(id).unwrap_or(-1);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let step = step_in(&tx, id, now, action)?;
+        if step.is_ok() {
+            tx.commit()?;
+        }
+        Ok(step)
+    }
+}
+
+fn step_in<E>(
+    tx: &Transaction,
+    id: u64,
+    now: Timestamp,
+    action: impl FnOnce(&mut Rollout) -> Result<(), E>,
+) -> Result<Result<Step, E>, ControllerError> {
+    {
+        let id = i64::try_from(id).unwrap_or(-1);
         let Some((engine, watermark, name, version)) = tx
             .query_row(
                 "SELECT r.engine, r.report_watermark, d.name, d.version FROM rollouts r
@@ -168,12 +240,13 @@ impl Store {
         if let Err(e) = action(&mut rollout) {
             return Ok(Err(e));
         }
-        let step = apply_dispatches(&tx, id, &name, &version, &mut rollout, now)?;
-        save(&tx, id, &rollout, Some(new_watermark), now)?;
-        tx.commit()?;
+        let step = apply_dispatches(tx, id, &name, &version, &mut rollout, now)?;
+        save(tx, id, &rollout, Some(new_watermark), now)?;
         Ok(Ok(step))
     }
+}
 
+impl Store {
     /// The rollout an assignment belongs to, if any.
     pub fn rollout_of_assignment(&self, assignment: u64) -> Result<Option<u64>, ControllerError> {
         let found: Option<i64> = self
@@ -249,7 +322,10 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT a.agent_id, g.hostname, a.state,
-               (SELECT p.active_before FROM reports p WHERE p.assignment_id = a.id ORDER BY p.rowid DESC LIMIT 1)
+               (SELECT p.active_before FROM reports p WHERE p.assignment_id = a.id ORDER BY p.rowid DESC LIMIT 1),
+               (SELECT p.active_after FROM reports p JOIN assignments x ON x.id = p.assignment_id
+                 WHERE p.agent_id = a.agent_id AND x.name = a.name AND p.active_after IS NOT NULL
+                 ORDER BY p.seq DESC LIMIT 1)
              FROM assignments a JOIN agents g ON g.id = a.agent_id
              WHERE a.deployment_id = ?1 ORDER BY g.hostname, a.agent_id",
         )?;
@@ -259,15 +335,16 @@ impl Store {
                 r.get::<_, String>(1)?,
                 r.get::<_, Option<String>>(2)?,
                 r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
             ))
         })?;
         rows.map(|row| {
-            let (agent, hostname, state, active_before) = row?;
+            let (agent, hostname, state, active_before, active_now) = row?;
             let state = state
                 .map(|s| serde_json::from_str::<InstallState>(&s))
                 .transpose()
                 .map_err(|e| ControllerError::Corrupt(format!("assignment state: {e}")))?;
-            Ok(AgentResult { agent: AgentId(agent), hostname, state, active_before })
+            Ok(AgentResult { agent: AgentId(agent), hostname, state, active_before, active_now })
         })
         .collect()
     }
@@ -378,7 +455,7 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
         created_at,
         start_at,
         rollback_of: None,
-        window: rollout.policy().window.map(|w| w.to_string()),
+        window: rollout.policy().window.as_ref().map(Window::to_string),
         window_opens,
     }
 }

@@ -11,6 +11,9 @@
 //!   rolling back again after it settles reverts it.
 //! - Agents that failed or rolled back by themselves already run their
 //!   previous version and are left alone.
+//! - An agent that committed the release but whose latest report for the
+//!   package (from any rollout) says another version is active now has
+//!   moved on; it is skipped with the version it runs.
 
 use super::persist::AgentResult;
 use flotte_protocol::AgentId;
@@ -52,6 +55,12 @@ pub fn plan(version: &str, results: &[AgentResult]) -> Plan {
     for r in results {
         let skip = |reason: String| (r.agent.clone(), r.hostname.clone(), reason);
         match (&r.state, r.active_before.as_deref()) {
+            (Some(InstallState::Succeeded), _) if r.active_now.as_deref() != Some(version) => {
+                plan.skipped.push(skip(format!(
+                    "it runs {} now, not {version}; it moved on after this rollout",
+                    r.active_now.as_deref().unwrap_or("nothing")
+                )))
+            }
             (Some(InstallState::Succeeded), Some(before)) if before != version => {
                 plan.revert.insert(r.agent.clone(), before.to_string());
             }
@@ -78,13 +87,36 @@ mod tests {
     use super::*;
     use flotte_protocol::messages::FailureClass;
 
+    /// An agent's result for a rollout of 2.0, which it still runs if it
+    /// committed it.
     fn result(agent: &str, state: Option<InstallState>, before: Option<&str>) -> AgentResult {
+        let active_now = if state == Some(InstallState::Succeeded) { Some("2.0") } else { before };
         AgentResult {
             agent: AgentId(agent.into()),
             hostname: format!("host-{agent}"),
             state,
             active_before: before.map(str::to_string),
+            active_now: active_now.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn an_agent_that_moved_on_to_another_version_is_not_sent_back() {
+        let mut moved = result("a", Some(InstallState::Succeeded), Some("1.0"));
+        moved.active_now = Some("2.1".into());
+        let mut gone = result("b", Some(InstallState::Succeeded), Some("1.0"));
+        gone.active_now = None;
+        let stayed = result("c", Some(InstallState::Succeeded), Some("1.0"));
+        let plan = plan("2.0", &[moved, gone, stayed]);
+        assert_eq!(plan.revert.keys().map(|a| a.0.as_str()).collect::<Vec<_>>(), ["c"]);
+        let reasons: Vec<&str> = plan.skipped.iter().map(|(_, _, r)| r.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "it runs 2.1 now, not 2.0; it moved on after this rollout",
+                "it runs nothing now, not 2.0; it moved on after this rollout"
+            ]
+        );
     }
 
     #[test]

@@ -134,6 +134,11 @@ fn the_controller_deb_installs_binaries_unit_and_conffile_and_purges_cleanly() -
         assert!(!not_init.status.success() && said.contains("is not initialized"), "{said}");
         let unit = std::fs::read_to_string("/lib/systemd/system/flotte-controller.service")?;
         assert!(unit.contains("ExecStart=/usr/bin/flotte-controller run --config /etc/flotte/controller.toml"));
+        assert!(unit.contains("User=flotte-controller") && unit.contains("Type=notify"), "{unit}");
+        // The unit's user exists, as a system account that cannot log in.
+        let user = Command::new("getent").args(["passwd", "flotte-controller"]).output()?;
+        let entry = String::from_utf8_lossy(&user.stdout);
+        assert!(user.status.success() && entry.trim_end().ends_with(":/usr/sbin/nologin"), "{entry}");
         Ok(())
     })
 }

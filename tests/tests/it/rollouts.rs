@@ -215,6 +215,35 @@ fn a_halted_rollout_is_aborted_and_rolled_back_where_it_committed() -> Result<()
 }
 
 #[test]
+fn a_rollback_leaves_alone_an_agent_that_moved_on_to_a_newer_release() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(2)?;
+    for version in ["1.0.0", "2.0.0", "2.1.0"] {
+        lab.publish(&key, "hello", version)?;
+    }
+    let v1 = lab.client.create_rollout(&request("1.0.0", "100%"))?;
+    wait_phase(&lab, v1.id, "completed")?;
+    let v2 = lab.client.create_rollout(&request("2.0.0", "100%"))?;
+    wait_phase(&lab, v2.id, "completed")?;
+    // One agent gets the fix release before anyone rolls 2.0.0 back.
+    let only_first = Target::Agents(vec![agents[0].name.clone()]);
+    let fix = lab.client.create_rollout(&RolloutRequest { target: only_first, ..request("2.1.0", "100%") })?;
+    wait_phase(&lab, fix.id, "completed")?;
+
+    let rollback = lab.client.rollback(v2.id, &RollbackRequest::default())?;
+
+    assert_eq!(rollback.rollout.targeted, 1, "only the agent still on 2.0.0 goes back");
+    let skipped: Vec<(&str, &str)> =
+        rollback.skipped.iter().map(|s| (s.hostname.as_str(), s.reason.as_str())).collect();
+    assert_eq!(skipped, [(agents[0].name.as_str(), "it runs 2.1.0 now, not 2.0.0; it moved on after this rollout")]);
+    wait_phase(&lab, rollback.rollout.id, "completed")?;
+    assert_eq!(agents[0].active_version("hello").as_deref(), Some("2.1.0"), "the fix stays");
+    assert_eq!(agents[1].active_version("hello").as_deref(), Some("1.0.0"));
+    Ok(())
+}
+
+#[test]
 fn tag_targets_are_dynamic_and_take_in_agents_tagged_later() -> Result<()> {
     let mut lab = Lab::start()?;
     let key = lab.trusted_key()?;

@@ -9,6 +9,32 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The sd_notify socket a test plays systemd on.
+struct NotifySocket(UnixDatagram);
+
+impl NotifySocket {
+    fn bind(path: &std::path::Path) -> Result<Self> {
+        let socket = UnixDatagram::bind(path)?;
+        socket.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(NotifySocket(socket))
+    }
+
+    /// The next notification, one per line of each datagram
+    /// (`READY=1`, `WATCHDOG=1`, `STOPPING=1`).
+    fn receive_until(&self, received: &mut Vec<String>, done: impl Fn(&[String]) -> bool) -> Result<()> {
+        let mut buf = [0u8; 256];
+        while !done(received) {
+            let n = self.0.recv(&mut buf)?;
+            received.extend(String::from_utf8_lossy(&buf[..n]).lines().map(str::to_string));
+        }
+        Ok(())
+    }
+}
+
+fn count(received: &[String], message: &str) -> usize {
+    received.iter().filter(|m| *m == message).count()
+}
+
 #[test]
 fn the_agent_notifies_ready_feeds_the_watchdog_and_says_when_it_stops() -> Result<()> {
     let lab = Lab::start()?;
@@ -16,8 +42,7 @@ fn the_agent_notifies_ready_feeds_the_watchdog_and_says_when_it_stops() -> Resul
     let agent = AgentProcess::new(&lab.bins, lab.dir.path(), "svc-01");
     assert!(agent.enroll(&lab.controller, &token)?.status.success());
     let socket_path = lab.path("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path)?;
-    socket.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let socket = NotifySocket::bind(&socket_path)?;
 
     let mut child = Command::new(&lab.bins.agent)
         .arg("run")
@@ -30,27 +55,37 @@ fn the_agent_notifies_ready_feeds_the_watchdog_and_says_when_it_stops() -> Resul
         .stderr(Stdio::null())
         .spawn()?;
     let mut received = Vec::new();
-    let mut buf = [0u8; 256];
-    while received.iter().filter(|m: &&String| m.as_str() == "WATCHDOG=1").count() < 2 {
-        let n = socket.recv(&mut buf)?;
-        received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
+    socket.receive_until(&mut received, |r| count(r, "WATCHDOG=1") >= 2)?;
     // SIGTERM, as `systemctl stop` sends.
     #[allow(unsafe_code)]
     // SAFETY: kill(2) on our own child; no memory is involved.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    loop {
-        let n = socket.recv(&mut buf)?;
-        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-        received.push(message.clone());
-        if message == "STOPPING=1" {
-            break;
-        }
-    }
+    socket.receive_until(&mut received, |r| count(r, "STOPPING=1") == 1)?;
     assert!(child.wait()?.success(), "a SIGTERM stop is a clean exit");
     assert_eq!(received.first().map(String::as_str), Some("READY=1"), "{received:?}");
+    Ok(())
+}
+
+#[test]
+fn the_controller_notifies_ready_once_bound_feeds_the_watchdog_and_says_when_it_stops() -> Result<()> {
+    let mut lab = Lab::start()?;
+    lab.controller.terminate();
+    let socket_path = lab.path("controller-notify.sock");
+    let socket = NotifySocket::bind(&socket_path)?;
+    lab.controller.env =
+        vec![("NOTIFY_SOCKET".into(), socket_path.display().to_string()), ("WATCHDOG_USEC".into(), "200000".into())];
+    // `start` returns after the readiness line, so both sockets are bound.
+    lab.controller.start()?;
+    let mut received = Vec::new();
+    socket.receive_until(&mut received, |r| count(r, "WATCHDOG=1") >= 2)?;
+    assert_eq!(received.first().map(String::as_str), Some("READY=1"), "{received:?}");
+    assert!(lab.controller.client()?.agents().is_ok(), "READY means the API answers");
+
+    let status = lab.controller.terminate().expect("the controller was running");
+    assert!(status.success(), "a SIGTERM stop is a clean exit: {status}");
+    socket.receive_until(&mut received, |r| count(r, "STOPPING=1") == 1)?;
     Ok(())
 }
 

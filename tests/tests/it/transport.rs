@@ -93,3 +93,25 @@ fn a_download_resumes_from_its_offset_after_the_controller_restarts() -> Result<
     assert!(resumed_from.iter().skip(1).any(|o| *o >= 1 << 20), "a later attempt resumed mid-file: {resumed_from:?}");
     Ok(())
 }
+
+#[test]
+fn an_agent_with_a_bandwidth_limit_downloads_no_faster_than_it() -> Result<()> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let agent = lab.agent_with(|_| "download_bandwidth_limit = \"1 MiB/s\"\n".into())?;
+    let package = lab.publish_padded(&key, "hello", "1.0.0", 2 << 20)?;
+    let size = std::fs::metadata(&package)?.len();
+    assert!(size >= 2 << 20, "the padding does not compress away: {size} bytes");
+
+    let started = std::time::Instant::now();
+    let done = lab.wait_done(lab.deploy_all("hello", "1.0.0")?)?;
+    let took = started.elapsed();
+
+    assert_eq!(done[0].state, Some(InstallState::Succeeded), "{:?}", done[0].state);
+    assert_eq!(agent.active_version("hello").as_deref(), Some("1.0.0"));
+    // A lower bound only: at 1 MiB/s with a quarter second of burst, the
+    // download alone needs (size - 0.25 MiB) / 1 MiB/s.
+    let floor = std::time::Duration::from_secs_f64((size as f64 - 262_144.0) / 1_048_576.0);
+    assert!(took >= floor, "{size} bytes arrived in {took:?}, faster than 1 MiB/s allows ({floor:?})");
+    Ok(())
+}
