@@ -6,6 +6,7 @@
 //! `log_level` is checked to be a valid filter before anything runs.
 
 use crate::error::{AgentError, Result};
+use crate::local::policy::PullPolicy;
 use crate::state_dir::DEFAULT_STATE_DIR;
 use crate::throttle::Rate;
 use serde::Deserialize;
@@ -16,6 +17,8 @@ use std::time::Duration;
 pub const DEFAULT_INSTALL_ROOT: &str = "/opt/flotte";
 /// Default log filter.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default path of the local socket `flotte` talks to.
+pub const DEFAULT_SOCKET: &str = "/run/flotte/agent.sock";
 
 /// Everything `flotte-agent run` needs to know, passed explicitly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,23 @@ pub struct AgentConfig {
     pub inventory_interval: Duration,
     /// The most download bandwidth the agent takes; `None` is unlimited.
     pub download_bandwidth_limit: Option<Rate>,
+    /// The local socket and who may install through it (`[pull]`).
+    pub pull: PullConfig,
+}
+
+/// The `[pull]` section: the end users' side of the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullConfig {
+    /// Where the agent listens for `flotte` (a Unix socket).
+    pub socket: PathBuf,
+    /// Who may install and remove (everyone may list).
+    pub policy: PullPolicy,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        PullConfig { socket: DEFAULT_SOCKET.into(), policy: PullPolicy::default() }
+    }
 }
 
 /// Default of [`AgentConfig::inventory_interval`].
@@ -63,6 +83,8 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub install_root: Option<PathBuf>,
     pub hostname: Option<String>,
+    /// `[pull] socket`.
+    pub socket: Option<PathBuf>,
 }
 
 /// The file format. Every key is optional.
@@ -82,6 +104,18 @@ struct FileConfig {
     inventory_interval: Option<String>,
     /// A bandwidth, e.g. `"10 MiB/s"` or `"20 Mbit/s"`.
     download_bandwidth_limit: Option<String>,
+    pull: Option<FilePull>,
+}
+
+/// `[pull]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePull {
+    socket: Option<PathBuf>,
+    #[serde(default)]
+    install_users: Vec<String>,
+    #[serde(default)]
+    install_groups: Vec<String>,
 }
 
 impl AgentConfig {
@@ -119,6 +153,19 @@ impl AgentConfig {
                         .map_err(|reason| AgentError::ConfigValue { key: "download_bandwidth_limit", reason })
                 })
                 .transpose()?,
+            pull: {
+                let file = parsed.pull.unwrap_or_default();
+                if file.socket.as_ref().is_some_and(|p| !p.is_absolute()) {
+                    return Err(AgentError::ConfigValue {
+                        key: "pull.socket",
+                        reason: "must be an absolute path, e.g. /run/flotte/agent.sock".into(),
+                    });
+                }
+                PullConfig {
+                    socket: overrides.socket.or(file.socket).unwrap_or_else(|| DEFAULT_SOCKET.into()),
+                    policy: PullPolicy { install_users: file.install_users, install_groups: file.install_groups },
+                }
+            },
             dpkg: match (parsed.dpkg_admindir, parsed.dpkg_instdir) {
                 (None, None) => None,
                 (Some(admindir), Some(instdir)) => Some(DpkgDatabase { admindir, instdir }),
@@ -181,8 +228,7 @@ mod tests {
     #[test]
     fn flags_override_the_file() {
         let text = "state_dir = \"/s\"\ninstall_root = \"/r\"\nlog_level = \"debug\"\n";
-        let c =
-            load_text(text, Overrides { state_dir: Some("/flag".into()), install_root: None, hostname: None }).unwrap();
+        let c = load_text(text, Overrides { state_dir: Some("/flag".into()), ..Overrides::default() }).unwrap();
         assert_eq!(c.state_dir, Path::new("/flag"));
         assert_eq!(c.install_root, Path::new("/r"));
         assert_eq!(c.log_level, "debug");
@@ -214,6 +260,22 @@ mod tests {
             load_text("log_level = \"info\"\nreport_dpkg_packages = \"yes\"\n", Overrides::default()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("report_dpkg_packages") && msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn the_pull_section_sets_the_socket_and_who_may_install() {
+        let c = AgentConfig::load(None, Overrides::default()).unwrap();
+        assert_eq!(c.pull, PullConfig::default());
+        assert_eq!(c.pull.socket, Path::new(DEFAULT_SOCKET));
+        let text = "[pull]\nsocket = \"/tmp/x.sock\"\ninstall_users = [\"alice\"]\ninstall_groups = [\"staff\"]\n";
+        let c = load_text(text, Overrides::default()).unwrap();
+        assert_eq!(c.pull.socket, Path::new("/tmp/x.sock"));
+        assert_eq!(c.pull.policy.install_users, ["alice"]);
+        assert_eq!(c.pull.policy.install_groups, ["staff"]);
+        let err = load_text("[pull]\ninstall_user = [\"alice\"]\n", Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("install_user"), "{err}");
+        let err = load_text("[pull]\nsocket = \"agent.sock\"\n", Overrides::default()).unwrap_err();
+        assert!(matches!(err, AgentError::ConfigValue { key: "pull.socket", .. }), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use flotte_protocol::Sha256Digest;
 use flotte_protocol::messages::{ContentRequest, ContentResponse, StreamRequest};
 use quinn::{Connection, VarInt};
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -128,15 +128,7 @@ fn prepare(path: &Path, size: u64) -> Result<(File, ContentHasher), AgentError> 
         durable::remove(path)?;
         file = open()?;
     }
-    let mut hasher = ContentHasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf).map_err(AgentError::io("read download", path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    let hasher = hash_all(&mut file, path)?;
     if hasher.len() > size {
         // The file grew while it was read; nobody else writes it, so this is corruption.
         return Err(AgentError::Io {
@@ -148,21 +140,65 @@ fn prepare(path: &Path, size: u64) -> Result<(File, ContentHasher), AgentError> 
     Ok((file, hasher))
 }
 
+/// Hashes everything `file` holds from its current position, in the
+/// chunks a download uses; `path` names it in errors.
+fn hash_all(file: &mut impl std::io::Read, path: &Path) -> Result<ContentHasher, AgentError> {
+    let mut hasher = ContentHasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).map_err(AgentError::io("read download", path))?;
+        if n == 0 {
+            return Ok(hasher);
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// The digest and length of the file at `path`, hashed exactly as a
+/// resumed download hashes the bytes already on disk. The caller compares
+/// them with the verified metadata (`job::content_mismatch`).
+pub fn hash_file(path: &Path) -> Result<(Sha256Digest, u64), AgentError> {
+    let mut file = File::open(path).map_err(AgentError::io("open download", path))?;
+    Ok(hash_all(&mut file, path)?.finish())
+}
+
+/// Fetches all `size` bytes of `digest` over `connection` into `sink`
+/// (a download without a part file: nothing to resume), hashing them on the
+/// way, with every check of [`fetch`] on sizes and stalls. `label` names the
+/// sink in errors. The fleet simulator uses it to discard verified content.
+pub async fn fetch_into(
+    connection: &Connection,
+    label: &Path,
+    digest: Sha256Digest,
+    size: u64,
+    sink: &mut impl Write,
+) -> Outcome {
+    let mut hasher = ContentHasher::new();
+    let target = Target { path: label, file: sink, hasher: &mut hasher, throttle: None };
+    match receive(connection, digest, 0, size, target).await {
+        Ok(()) => {
+            let (sha256, size) = hasher.finish();
+            Outcome::Done { sha256, size }
+        }
+        Err(outcome) => outcome,
+    }
+}
+
 /// Where received bytes go, and how fast they may come.
-struct Target<'a> {
+struct Target<'a, W: Write> {
     path: &'a Path,
-    file: &'a mut File,
+    file: &'a mut W,
     hasher: &'a mut ContentHasher,
     throttle: Option<Throttle>,
 }
 
-/// Requests `offset..size` and appends it to the target file.
+/// Requests `offset..size` and appends it to the target.
 async fn receive(
     connection: &Connection,
     digest: Sha256Digest,
     offset: u64,
     size: u64,
-    target: Target<'_>,
+    target: Target<'_, impl Write>,
 ) -> Result<(), Outcome> {
     let Target { path, file, hasher, mut throttle } = target;
     let interrupted = |what: &str, e: &dyn std::fmt::Display| Outcome::Interrupted(format!("{what}: {e}"));

@@ -90,6 +90,12 @@ impl Backends {
         active_now(self.get(kind), name)
     }
 
+    /// Uninstalls `name` (`flotte remove`); the version removed, `None` if
+    /// nothing was installed.
+    pub fn uninstall(&self, kind: InstallerKind, name: &str) -> Result<Option<String>, String> {
+        self.get(kind).uninstall(name).map(|u| u.removed).map_err(|e| e.to_string())
+    }
+
     /// [`crate::job::JobAction::Stage`].
     pub fn stage(&self, package: &PackageRef) -> JobEvent {
         let artifact = self.state.download(&package.sha256);
@@ -397,7 +403,7 @@ mod tests {
         let overrides = Overrides {
             state_dir: Some(state.root().to_path_buf()),
             install_root: Some(dir.path().join("root")),
-            hostname: None,
+            ..Overrides::default()
         };
         let config = AgentConfig::load(None, overrides).unwrap();
         let backends = Backends::new(&config, &state).unwrap();

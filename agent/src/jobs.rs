@@ -88,6 +88,11 @@ impl JobTable {
         self.jobs.get(&id)
     }
 
+    /// Every job, by assignment id.
+    pub fn iter(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
     pub fn contains(&self, id: AssignmentId) -> bool {
         self.jobs.contains_key(&id)
     }

@@ -14,6 +14,7 @@
 //! - [`enrollment`]: who the agent is and which keys it trusts.
 //! - [`journal`]: one record per job, written before each side effect.
 //! - [`outbox`]: reports until the controller acknowledges them.
+//! - [`catalog`]: pull offers for end users, and what they installed.
 //! - [`config`]: the settings of `flotte-agent run`.
 //!
 //! Shells (tokio, network, installers):
@@ -26,12 +27,15 @@
 //! - [`quarantine`]: packages refused until an admin clears them.
 //! - [`failpoint`]: crash hooks, compiled only with the `failpoints` feature.
 //! - [`inventory`]: host facts for `Hello`.
+//! - [`notify`]: desktop notifications before installs users did not ask for.
+//! - [`local`]: the local socket for the end-user CLI `flotte` (peer
+//!   credentials, pull policy, size-capped frames).
 //! - [`runner`]: the event loop tying it together.
-//! - [`verify`], [`tuf_client`], [`tuf_store`]: releases verified through TUF
-//!   (metadata over QUIC, the client workflow, the persisted trusted metadata).
 //! - [`service`]: the host's service manager behind one trait: registering
 //!   the agent as a service, readiness, watchdog, stopping (systemd today).
 //! - [`throttle`]: the download bandwidth limit (a pure pacer).
+//! - [`verify`], [`tuf_client`], [`tuf_store`]: releases verified through TUF
+//!   (metadata over QUIC, the client workflow, the persisted trusted metadata).
 //! - [`error`]: the error type of this crate.
 //!
 //! # Invariants
@@ -41,6 +45,7 @@
 //! - Only `main` installs a tracing subscriber.
 
 pub mod backoff;
+pub mod catalog;
 pub mod config;
 pub mod download;
 pub mod durable;
@@ -54,6 +59,8 @@ pub mod inventory;
 pub mod job;
 pub mod jobs;
 pub mod journal;
+pub mod local;
+pub mod notify;
 pub mod outbox;
 pub mod quarantine;
 pub mod quic;

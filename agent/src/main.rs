@@ -64,6 +64,9 @@ enum Command {
         /// Report this name instead of the OS hostname (overrides the config file).
         #[arg(long, env = "FLOTTE_HOSTNAME")]
         hostname: Option<String>,
+        /// The local socket `flotte` talks to (overrides `[pull] socket`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Packages refused on this host since a rollback failed.
     #[command(subcommand)]
@@ -189,8 +192,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { config, state_dir, root, hostname } => {
-            let overrides = Overrides { state_dir, install_root: root, hostname };
+        Command::Run { config, state_dir, root, hostname, socket } => {
+            let socket = socket.map(|s| std::path::absolute(&s)).transpose().context("socket path")?;
+            let overrides = Overrides { state_dir, install_root: root, hostname, socket };
             let config = AgentConfig::load(config.as_deref(), overrides)?;
             init_logging(&config.log_level);
             // One thread runs the whole select loop: an idle agent is one

@@ -12,6 +12,7 @@ use crate::identity;
 use crate::state_dir::StateDir;
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, Endpoint, IdleTimeout, TransportConfig, VarInt};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,18 @@ pub fn client_config(state: &StateDir) -> Result<quinn::ClientConfig> {
     }
     let chain = identity::load_certs(&state.agent_cert())?;
     let key = identity::load_key(&state.agent_key())?;
+    client_config_with(roots, chain, key)
+}
 
+/// Builds the client configuration from an identity already in memory: the
+/// controller CA as the only root, the agent's certificate chain and key.
+/// [`client_config`] reads them from the state directory; the fleet
+/// simulator keeps thousands of identities in memory.
+pub fn client_config_with(
+    roots: rustls::RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<quinn::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -68,18 +80,31 @@ pub async fn connect(config: &quinn::ClientConfig, host: &str, port: u16) -> Res
         .ok_or_else(|| resolve_err("no address".into()))?;
     let bind: SocketAddr =
         if addr.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
-    let conn_err = |reason: String| AgentError::Connection { addr, reason };
-    let endpoint = Endpoint::client(bind).map_err(|e| conn_err(format!("cannot bind {bind}: {e}")))?;
-    let connecting = endpoint.connect_with(config.clone(), addr, host).map_err(|e| conn_err(e.to_string()))?;
-    let answered = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await;
-    let connection =
-        answered.map_err(|_| conn_err(format!("no answer within {CONNECT_TIMEOUT:?}")))?.map_err(|e| match e {
-            quinn::ConnectionError::TransportError(t) if rejected_by_us(t.code) => {
-                AgentError::UntrustedController { addr, reason: t.to_string() }
-            }
-            other => conn_err(other.to_string()),
-        })?;
+    let endpoint = Endpoint::client(bind)
+        .map_err(|e| AgentError::Connection { addr, reason: format!("cannot bind {bind}: {e}") })?;
+    let connection = connect_on(&endpoint, config, addr, host).await?;
     Ok((endpoint, connection))
+}
+
+/// Connects through an existing `endpoint` to `addr`, whose certificate
+/// must name `server_name`, and completes the handshake within
+/// [`CONNECT_TIMEOUT`]. Many connections may share one endpoint (the fleet
+/// simulator runs thousands of agents over one UDP socket).
+pub async fn connect_on(
+    endpoint: &Endpoint,
+    config: &quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<Connection> {
+    let conn_err = |reason: String| AgentError::Connection { addr, reason };
+    let connecting = endpoint.connect_with(config.clone(), addr, server_name).map_err(|e| conn_err(e.to_string()))?;
+    let answered = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await;
+    answered.map_err(|_| conn_err(format!("no answer within {CONNECT_TIMEOUT:?}")))?.map_err(|e| match e {
+        quinn::ConnectionError::TransportError(t) if rejected_by_us(t.code) => {
+            AgentError::UntrustedController { addr, reason: t.to_string() }
+        }
+        other => conn_err(other.to_string()),
+    })
 }
 
 /// A TLS failure raised by this side of the handshake (QUIC crypto error

@@ -16,10 +16,17 @@
 //! - Shutdown closes the connection with code 0.
 //! - Timers (download and step retries, holds, health-check runs during
 //!   probation) fire whether or not the controller is reachable.
+//! - The local socket for `flotte` is served from the same loop ([`pull`]):
+//!   its requests are handled between other events, never concurrently
+//!   with a job step. If the socket cannot be bound the agent logs why and
+//!   runs without it (push installs and deadline installs still work).
 //! - With the `failpoints` feature, `after:<checkpoint>` aborts the process
 //!   right after the journal write that first reaches that checkpoint.
 
+mod pull;
+
 use crate::backoff::Backoff;
+use crate::catalog::Catalog;
 use crate::config::AgentConfig;
 use crate::download::{self, Outcome};
 use crate::durable;
@@ -31,6 +38,7 @@ use crate::inventory;
 use crate::job::{JobAction, JobEvent, JobRecord, StepFailure};
 use crate::jobs::JobTable;
 use crate::journal::Journal;
+use crate::local::server::{Listener, LocalCall};
 use crate::outbox::Outbox;
 use crate::quarantine::{self, Quarantine};
 use crate::quic;
@@ -81,6 +89,33 @@ pub struct Agent {
     /// Digest of the inventory the controller last received (in `Hello` or
     /// `Inventory`) on the current session; `None` while offline.
     sent_inventory: Option<Sha256Digest>,
+    /// Pull offers and what users installed from them.
+    catalog: Catalog,
+    /// Allowed requests from the local socket; `None` without a socket.
+    local_calls: Option<mpsc::Receiver<LocalCall>>,
+    /// The socket listener task, stopped when the agent is dropped.
+    local_task: Option<JoinHandle<()>>,
+    /// Offers whose content a prefetch was started for on this session.
+    prefetched: std::collections::BTreeSet<AssignmentId>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(task) = self.local_task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The next allowed local request; never resolves without a socket.
+async fn next_call(calls: &mut Option<mpsc::Receiver<LocalCall>>) -> LocalCall {
+    match calls {
+        Some(rx) => match rx.recv().await {
+            Some(call) => call,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 struct FetchTask {
@@ -95,6 +130,7 @@ enum Input {
     Job((AssignmentId, JobEvent)),
     Timeout,
     InventoryCheck,
+    Local(LocalCall),
 }
 
 impl Agent {
@@ -111,6 +147,30 @@ impl Agent {
         let checkpoints = records.iter().map(|r: &JobRecord| (r.id, r.state.checkpoint())).collect();
         let jobs = JobTable::restore(records);
         let backends = Backends::new(&config, &state).map_err(|e| AgentError::Installer { reason: e.to_string() })?;
+        let mut catalog = Catalog::load(&state.catalog())?;
+        catalog.forget_taken(|id| jobs.contains(id))?;
+        if let Some(removal) = catalog.removal().cloned() {
+            tracing::info!(package = %removal.name, "finishing a removal a restart interrupted");
+            match backends.uninstall(removal.installer, &removal.name) {
+                Ok(_) => catalog.end_removal()?,
+                Err(e) => {
+                    tracing::error!(package = %removal.name, error = %e, "cannot finish the removal");
+                    catalog.abandon_removal()?;
+                }
+            }
+        }
+        let (local_calls, local_task) = match Listener::bind(&config.pull.socket) {
+            Ok(listener) => {
+                tracing::info!(socket = %listener.path().display(), "serving flotte on the local socket");
+                let (tx, rx) = mpsc::channel(16);
+                let policy = config.pull.policy.clone();
+                (Some(rx), Some(tokio::spawn(listener.serve(policy, tx))))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no local socket: `flotte` cannot reach this agent");
+                (None, None)
+            }
+        };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         if failpoint::ENABLED {
             tracing::warn!("this agent was built with crash hooks (feature `failpoints`); do not deploy it");
@@ -134,6 +194,10 @@ impl Agent {
             link_error: None,
             backoff: Backoff::new(Backoff::seed_from_environment()),
             sent_inventory: None,
+            catalog,
+            local_calls,
+            local_task,
+            prefetched: Default::default(),
         })
     }
 
@@ -194,16 +258,14 @@ impl Agent {
     ) -> Option<F::Output> {
         let mut fut = std::pin::pin!(fut);
         loop {
-            let wake = self.jobs.poll_timeout();
+            let wake = self.wake_at();
             let sleep = wake.map_or(Duration::ZERO, |at| at.saturating_since(now()));
             tokio::select! {
                 out = &mut fut => return Some(out),
                 () = &mut *shutdown => return None,
                 Some(event) = self.events_rx.recv() => self.on_job_event(event).await,
-                () = tokio::time::sleep(sleep), if wake.is_some() => {
-                    self.jobs.handle_timeout(now());
-                    self.drive().await;
-                }
+                call = next_call(&mut self.local_calls) => self.on_local(call).await,
+                () = tokio::time::sleep(sleep), if wake.is_some() => self.on_timeout().await,
             }
         }
     }
@@ -229,21 +291,24 @@ impl Agent {
         }
         self.jobs.resume(now());
         self.drive().await;
+        self.prefetched.clear();
+        self.prefetch().await;
         let mut inventory_check = tokio::time::Instant::now() + self.config.inventory_interval;
         loop {
             if let Some(error) = self.link_error.take() {
                 self.go_offline(None).await;
                 return Some(error);
             }
+            let wake = self.wake_at();
             let Some(link) = self.link.as_mut() else {
                 return Some(AgentError::Stream { stream: "control", reason: "no session".into() });
             };
-            let wake = self.jobs.poll_timeout();
             let sleep = wake.map_or(Duration::ZERO, |at| at.saturating_since(now()));
             let input = tokio::select! {
                 () = &mut *shutdown => Input::Shutdown,
                 message = link.next() => Input::Control(message),
                 Some(event) = self.events_rx.recv() => Input::Job(event),
+                call = next_call(&mut self.local_calls) => Input::Local(call),
                 () = tokio::time::sleep(sleep), if wake.is_some() => Input::Timeout,
                 () = tokio::time::sleep_until(inventory_check) => Input::InventoryCheck,
             };
@@ -256,16 +321,25 @@ impl Agent {
                 Input::Control(Ok(message)) => self.on_message(message).await,
                 Input::Control(Err(error)) => self.link_error = Some(error),
                 Input::Job(event) => self.on_job_event(event).await,
-                Input::Timeout => {
-                    self.jobs.handle_timeout(now());
-                    self.drive().await;
-                }
+                Input::Local(call) => self.on_local(call).await,
+                Input::Timeout => self.on_timeout().await,
                 Input::InventoryCheck => {
                     inventory_check = tokio::time::Instant::now() + self.config.inventory_interval;
                     self.send_inventory_if_changed().await;
                 }
             }
         }
+    }
+
+    /// The earliest time a job or a deadline install wants the loop.
+    fn wake_at(&self) -> Option<Timestamp> {
+        self.jobs.poll_timeout().into_iter().chain(self.catalog_timeout()).min()
+    }
+
+    async fn on_timeout(&mut self) {
+        self.jobs.handle_timeout(now());
+        self.drive().await;
+        self.escalate_due().await;
     }
 
     /// Stops the download (it needs the link), then closes the link: with
@@ -305,6 +379,7 @@ impl Agent {
                 }
             }
             ControllerMessage::Refused { reason } => self.link_error = Some(AgentError::Refused { reason }),
+            ControllerMessage::Offer(offer) => self.on_offer(offer).await,
             other @ ControllerMessage::Welcome(_) => tracing::warn!(message = session::kind(&other), "ignoring"),
         }
     }
@@ -328,6 +403,9 @@ impl Agent {
         let installed = matches!(event, JobEvent::Switched { .. } | JobEvent::RolledBack { .. });
         self.jobs.handle(now(), id, event);
         self.drive().await;
+        if ends_fetch.is_some() {
+            self.prefetch().await;
+        }
         if installed {
             self.send_inventory_if_changed().await;
         }

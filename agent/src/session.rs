@@ -26,7 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long closing waits for the close to reach the controller.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The oldest protocol version this agent speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+pub use flotte_protocol::MIN_PROTOCOL_VERSION;
 
 /// A live, welcomed connection.
 #[derive(Debug)]
@@ -44,6 +44,13 @@ impl Session {
     /// Connects, opens the control stream, sends `hello` and waits for `Welcome`.
     pub async fn open(config: quinn::ClientConfig, host: String, port: u16, hello: Hello) -> Result<Session> {
         let (endpoint, connection) = quic::connect(&config, &host, port).await?;
+        Self::handshake(endpoint, connection, hello).await
+    }
+
+    /// Opens the control stream on an established `connection` (made
+    /// through `endpoint`), sends `hello` and waits for `Welcome`. The
+    /// fleet simulator connects many agents through one shared endpoint.
+    pub async fn handshake(endpoint: Endpoint, connection: Connection, hello: Hello) -> Result<Session> {
         let (mut send, mut recv) = connection
             .open_bi()
             .await
@@ -122,5 +129,6 @@ pub fn kind(message: &ControllerMessage) -> &'static str {
         ControllerMessage::Assign(_) => "Assign",
         ControllerMessage::Cancel { .. } => "Cancel",
         ControllerMessage::Ack { .. } => "Ack",
+        ControllerMessage::Offer(_) => "Offer",
     }
 }

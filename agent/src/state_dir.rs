@@ -82,6 +82,11 @@ impl StateDir {
         self.root.join("outbox.json")
     }
 
+    /// The pull catalog ([`crate::catalog`]).
+    pub fn catalog(&self) -> PathBuf {
+        self.root.join("catalog.json")
+    }
+
     pub fn jobs_dir(&self) -> PathBuf {
         self.root.join("jobs")
     }

@@ -22,9 +22,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 
-/// A connection with no traffic (agents keep it alive) for this long is closed.
-const IDLE_TIMEOUT_MS: u32 = 30_000;
-
 /// The parameters of the CA certificate. They are a pure function, so the
 /// issuer can be rebuilt from the stored key alone without parsing X.509.
 fn ca_params() -> CertificateParams {
@@ -159,7 +156,8 @@ pub fn https_server_config(dir: &DataDir) -> Result<rustls::ServerConfig, Contro
 }
 
 /// QUIC for agents: mutual TLS 1.3 with this CA, ALPN `flotte/1`, no 0-RTT,
-/// and small per-connection limits so idle agents stay cheap.
+/// and small per-connection limits so idle agents stay cheap
+/// ([`crate::quic::transport`]).
 pub fn quic_server_config(dir: &DataDir) -> Result<quinn::ServerConfig, ControllerError> {
     let (chain, key) = load_server_identity(dir)?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots(dir)?), provider())
@@ -174,15 +172,7 @@ pub fn quic_server_config(dir: &DataDir) -> Result<quinn::ServerConfig, Controll
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| ControllerError::Other(format!("QUIC TLS config: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_idle_timeout(Some(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS).into()))
-        .keep_alive_interval(None)
-        .max_concurrent_bidi_streams(8u32.into())
-        .max_concurrent_uni_streams(0u32.into())
-        .stream_receive_window((256u32 * 1024).into())
-        .receive_window((1024u32 * 1024).into())
-        .datagram_receive_buffer_size(None);
+    let transport = crate::quic::transport::agent_transport();
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

@@ -61,6 +61,7 @@ fn bind_quic(dir: &DataDir, config: &ControllerConfig) -> Result<quinn::Endpoint
     let cid_key = flotte_protocol::Sha256Digest::of(&[&secret[..], b"connection-id"].concat()).0;
     let cid_key = u64::from_le_bytes(cid_key[..8].try_into().unwrap_or_default());
     endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    endpoint_config.min_reset_interval(quic::transport::MIN_RESET_INTERVAL);
     quinn::Endpoint::new(endpoint_config, Some(pki::quic_server_config(dir)?), socket, Arc::new(quinn::TokioRuntime))
         .map_err(ControllerError::io("cannot start QUIC endpoint on", addr.to_string()))
 }

@@ -16,7 +16,7 @@
 
 use crate::error::ControllerError;
 use flotte_protocol::api::{AgentView, AssignmentView, DeploymentView, ReleaseView, ReportView};
-use flotte_protocol::messages::{Assignment, Hello, InstallState, InstalledPackage, Inventory, Report};
+use flotte_protocol::messages::{Assignment, Hello, InstallState, InstalledPackage, Inventory, Offer, Report};
 use flotte_protocol::{AgentId, AssignmentId, InstallerKind, ReleaseMetadata, ReleaseRef, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
@@ -141,8 +141,6 @@ const MIGRATIONS: &[M<'static>] = &[
     // The agent's whole last inventory (JSON `Inventory`); '' until the
     // agent first connects. The columns above keep the fields lists filter on.
     M::up("ALTER TABLE agents ADD COLUMN inventory TEXT NOT NULL DEFAULT '';"),
-    // A rollout is rolled back at most once, even by two racing requests.
-    M::up("CREATE UNIQUE INDEX rollbacks_once ON rollbacks (rollback_of);"),
     // TUF: the repository's metadata files (every root version, targets and
     // delegated roles, snapshot, timestamp). Releases are now the targets
     // entries of verified roles; the single-key release signatures go.
@@ -157,7 +155,46 @@ const MIGRATIONS: &[M<'static>] = &[
     DROP TABLE signing_keys;
     ALTER TABLE releases DROP COLUMN signed;",
     ),
+    // A rollout is rolled back at most once, even by two racing requests.
+    M::up("CREATE UNIQUE INDEX rollbacks_once ON rollbacks (rollback_of);"),
+    // Pull rollouts: what the offers of a rollout carry besides the release
+    // (JSON `OfferTerms`); NULL for push rollouts, whose assignments are
+    // sent as `Assign`.
+    M::up("ALTER TABLE rollouts ADD COLUMN offer TEXT;"),
 ];
+
+/// One unfinished assignment as it goes to its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A push rollout: install it.
+    Assign(Assignment),
+    /// A pull rollout: put it in the catalog.
+    Offer(Offer),
+}
+
+impl Delivery {
+    pub fn id(&self) -> AssignmentId {
+        match self {
+            Delivery::Assign(a) => a.id,
+            Delivery::Offer(o) => o.assignment,
+        }
+    }
+}
+
+/// What every offer of one pull rollout carries besides its release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OfferTerms {
+    pub deadline: Option<Timestamp>,
+    pub window: Option<flotte_protocol::window::Window>,
+    pub notes: Option<String>,
+    /// A push with notice and deferrals (see `Offer`).
+    #[serde(default)]
+    pub notice_secs: Option<u32>,
+    #[serde(default)]
+    pub deferrals: u32,
+    #[serde(default)]
+    pub defer_secs: u32,
+}
 
 /// What happened to an enrollment token presented by an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,24 +493,63 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Assignments of `agent` that have not reached a terminal state, oldest
-    /// first, with the release each one installs.
-    pub fn pending_assignments(&self, agent: &AgentId) -> Result<Vec<Assignment>, ControllerError> {
+    /// Every unfinished assignment of `agent`, oldest first: what to (re)send
+    /// when it connects. Assignments of pull rollouts come as offers.
+    pub fn pending_deliveries(&self, agent: &AgentId) -> Result<Vec<Delivery>, ControllerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT a.id, a.name, a.version, d.created_at FROM assignments a
+            "SELECT a.id, a.name, a.version, d.created_at, ro.offer FROM assignments a
              JOIN releases r ON r.name = a.name AND r.version = a.version
              JOIN deployments d ON d.id = a.deployment_id
+             LEFT JOIN rollouts ro ON ro.id = a.deployment_id
              WHERE a.agent_id = ?1 AND a.terminal = 0 ORDER BY a.id",
         )?;
         let rows = stmt.query_map(params![agent.0], |r| {
-            Ok(Assignment {
-                id: AssignmentId(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
-                release: ReleaseRef { name: r.get(1)?, version: r.get(2)? },
-                issued_at: from_ts(r.get(3)?),
-            })
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.map(|row| {
+            let (id, name, version, created, offer) = row?;
+            let release = ReleaseRef { name, version };
+            let id = AssignmentId(u64::try_from(id).unwrap_or(0));
+            let issued_at = from_ts(created);
+            Ok(match offer {
+                None => Delivery::Assign(Assignment { id, release, issued_at }),
+                Some(terms) => {
+                    let terms: OfferTerms =
+                        serde_json::from_str(&terms).map_err(|e| corrupt("offer terms")(e.to_string()))?;
+                    Delivery::Offer(Offer {
+                        assignment: id,
+                        release,
+                        issued_at,
+                        deadline: terms.deadline,
+                        window: terms.window,
+                        notes: terms.notes,
+                        notice_secs: terms.notice_secs,
+                        deferrals: terms.deferrals,
+                        defer_secs: terms.defer_secs,
+                    })
+                }
+            })
+        })
+        .collect()
+    }
+
+    /// The push assignments among [`Store::pending_deliveries`].
+    pub fn pending_assignments(&self, agent: &AgentId) -> Result<Vec<Assignment>, ControllerError> {
+        Ok(self
+            .pending_deliveries(agent)?
+            .into_iter()
+            .filter_map(|d| match d {
+                Delivery::Assign(a) => Some(a),
+                Delivery::Offer(_) => None,
+            })
+            .collect())
     }
 
     /// Whether `agent` has an assignment whose release has content `digest`.

@@ -235,6 +235,28 @@ pub struct RolloutRequest {
     /// `sat,sun 00:00-06:00 +01:00` (fixed offset); `None`: any time.
     #[serde(default)]
     pub window: Option<String>,
+    /// `push` (required, the default) or `pull` (available in agents'
+    /// catalogs for end users to install).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// For `pull`: when the release becomes required; agents then install it
+    /// by themselves (inside the window).
+    #[serde(default)]
+    pub deadline: Option<Timestamp>,
+    /// Release notes shown to end users by `flotte list` (pull offers).
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// For `push`: how many times a user may postpone the install with
+    /// `flotte defer`. With deferrals, agents tell their users first and
+    /// install `notice_seconds` after receiving the assignment.
+    #[serde(default)]
+    pub deferrals: Option<u32>,
+    /// With deferrals: the notice users get before the install (default 900).
+    #[serde(default)]
+    pub notice_seconds: Option<u32>,
+    /// With deferrals: how long one deferral postpones it (default 3600).
+    #[serde(default)]
+    pub defer_seconds: Option<u32>,
 }
 
 /// Progress of one wave.
@@ -247,6 +269,12 @@ pub struct WaveView {
     pub succeeded: u64,
     pub failed: u64,
     pub silent: u64,
+    /// Pull offers in agents' catalogs that nobody acted on yet.
+    #[serde(default)]
+    pub offered: u64,
+    /// Agents whose user postponed the install (and has not installed yet).
+    #[serde(default)]
+    pub deferred: u64,
 }
 
 /// A rollout and where it stands.
@@ -276,6 +304,19 @@ pub struct RolloutView {
     /// While the stage is `outside_window`: when the window opens.
     #[serde(default)]
     pub window_opens: Option<Timestamp>,
+    /// `push` (required) or `pull` (available in agents' catalogs).
+    #[serde(default = "push")]
+    pub mode: String,
+    /// A pull rollout's deadline, after which it is required.
+    #[serde(default)]
+    pub deadline: Option<Timestamp>,
+    /// How many times users may defer a push install.
+    #[serde(default)]
+    pub deferrals: u32,
+}
+
+fn push() -> String {
+    "push".into()
 }
 
 /// `POST /v1/rollouts/{id}/rollback`: send every agent that committed the

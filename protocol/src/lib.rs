@@ -16,6 +16,7 @@
 //! - [`frame`]: length-prefixed frames with a hard size limit.
 //! - [`api`]: resources of the controller's HTTPS/JSON API (enrollment, admin).
 //! - [`tuf`]: The Update Framework: metadata verification (client workflow) and signing.
+//! - [`window`]: maintenance windows (days and hours at a UTC offset).
 //! - [`error`]: the error enums of this crate.
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod messages;
 pub mod release;
 pub mod signing;
 pub mod tuf;
+pub mod window;
 
 pub use digest::{ContentHasher, Sha256Digest};
 pub use error::{FrameError, KeyError, NameError, SpecError, VerifyError};
@@ -38,6 +40,19 @@ pub use signing::{PublicKey, ReleaseRef, SecretKey, VerifiedRelease};
 /// speak it fails the TLS handshake.
 pub const ALPN: &[u8] = b"flotte/1";
 
-/// The protocol version this build speaks, exchanged in `Hello`/`Welcome`
-/// at the start of every connection.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The newest protocol version this build speaks, exchanged in
+/// `Hello`/`Welcome` at the start of every connection. Version 2 made
+/// request streams start with a `StreamRequest` (content or TUF metadata);
+/// version 3 added pull offers ([`messages::OFFERS_SINCE`]).
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// The oldest protocol version this build still speaks: releases are
+/// verified through TUF since version 2, so version 1 peers are refused.
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
+
+/// The version two peers speak: the newest both know, or `None` if their
+/// ranges do not overlap.
+pub fn negotiate(peer_min: u16, peer_max: u16) -> Option<u16> {
+    let version = peer_max.min(PROTOCOL_VERSION);
+    (version >= peer_min.max(MIN_PROTOCOL_VERSION)).then_some(version)
+}

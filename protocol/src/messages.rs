@@ -52,6 +52,48 @@ pub enum ControllerMessage {
     /// Every report with a sequence number up to and including `seq` is
     /// durably stored; the agent may forget them.
     Ack { seq: u64 },
+    /// Make this release available in the agent's catalog for the end user
+    /// to install (a pull rollout). Sent only on sessions that negotiated
+    /// protocol version [`OFFERS_SINCE`] or later.
+    Offer(Offer),
+}
+
+/// The first protocol version with [`ControllerMessage::Offer`] and
+/// [`InstallState::Offered`].
+pub const OFFERS_SINCE: u16 = 3;
+
+/// Longest [`Offer::notes`] in bytes; longer notes are cut by the controller.
+pub const MAX_OFFER_NOTES: usize = 4096;
+
+/// One release made available to one agent (a pull rollout). The agent
+/// keeps it in its catalog until the end user installs it (`flotte
+/// install`), or installs it by itself once `deadline` passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The assignment an install of this offer reports under, so the
+    /// rollout counts it like a push.
+    pub assignment: AssignmentId,
+    /// The release, by name: the agent looks it up in its TUF-verified
+    /// targets before it is shown to anyone, and installs it like a push.
+    pub release: ReleaseRef,
+    pub issued_at: Timestamp,
+    /// After this time the release is required: the agent installs it
+    /// without being asked (inside `window`, if there is one).
+    pub deadline: Option<Timestamp>,
+    /// The rollout's maintenance window, honoured by a deadline install.
+    pub window: Option<crate::window::Window>,
+    /// What the admin tells end users about this release (release notes),
+    /// at most [`MAX_OFFER_NOTES`] bytes. Not signed by the publisher.
+    pub notes: Option<String>,
+    /// A push with notice: the release is required this many seconds after
+    /// the agent stored the offer; until then the user is told, and may
+    /// defer. `None` for a plain pull offer.
+    pub notice_secs: Option<u32>,
+    /// How many times the user may postpone the required install
+    /// (`flotte defer`).
+    pub deferrals: u32,
+    /// How long one deferral postpones it, in seconds.
+    pub defer_secs: u32,
 }
 
 /// Opens the conversation; carries the version exchange.
@@ -191,6 +233,12 @@ pub enum InstallState {
     /// (`flotte-agent quarantine clear NAME`); `active_after` says what the
     /// agent found active.
     RollbackFailed { message: String },
+    /// The release is in the agent's catalog, waiting for the end user (a
+    /// pull offer was stored durably). Nothing was downloaded or installed.
+    Offered,
+    /// The user postponed the required install until `until`; `remaining`
+    /// deferrals are left.
+    Deferred { until: Timestamp, remaining: u32 },
 }
 
 impl InstallState {
@@ -218,6 +266,8 @@ impl InstallState {
             InstallState::RollingBack => "rolling_back",
             InstallState::RolledBack { .. } => "rolled_back",
             InstallState::RollbackFailed { .. } => "rollback_failed",
+            InstallState::Offered => "offered",
+            InstallState::Deferred { .. } => "deferred",
         }
     }
 
@@ -405,6 +455,38 @@ mod tests {
         assert_eq!(postcard::to_stdvec(&InstallState::Succeeded).unwrap(), [4]);
         let failed = InstallState::Failed { class: FailureClass::Install, message: String::new() };
         assert_eq!(postcard::to_stdvec(&failed).unwrap(), [5, 2, 0]);
+    }
+
+    #[test]
+    fn offers_are_appended_so_older_messages_keep_their_encoding() {
+        assert_eq!(postcard::to_stdvec(&ControllerMessage::Ack { seq: 7 }).unwrap(), [4, 7]);
+        assert_eq!(postcard::to_stdvec(&InstallState::Offered).unwrap(), [10]);
+        assert!(!InstallState::Offered.is_terminal());
+        assert_eq!(InstallState::Offered.name(), "offered");
+        let offer = ControllerMessage::Offer(Offer {
+            assignment: AssignmentId(3),
+            release: ReleaseRef { name: "app".into(), version: "1.0".into() },
+            issued_at: Timestamp::EPOCH,
+            deadline: Some(Timestamp::from_unix_millis(9)),
+            window: Some("sat,sun 00:00-06:00".parse().unwrap()),
+            notes: Some("Fixes printing.".into()),
+            notice_secs: Some(600),
+            deferrals: 2,
+            defer_secs: 3600,
+        });
+        let mut d = FrameDecoder::new();
+        d.push(&encode(&offer).unwrap());
+        assert_eq!(d.next::<ControllerMessage>("control").unwrap(), Some(offer));
+    }
+
+    #[test]
+    fn peers_speak_the_newest_version_both_know() {
+        use crate::{PROTOCOL_VERSION, negotiate};
+        assert_eq!(negotiate(2, 2), Some(2), "a version 2 agent (no offers) is still served");
+        assert_eq!(negotiate(1, 1), None, "version 1 predates TUF releases");
+        assert_eq!(negotiate(2, PROTOCOL_VERSION + 5), Some(PROTOCOL_VERSION));
+        assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 2), None, "too new");
+        assert_eq!(negotiate(0, 0), None, "too old");
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub struct Footprint {
     pub threads: u64,
 }
 
+impl Sample {
+    /// User + system CPU time of the process so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.cpu_ticks as f64 / clock_ticks_per_second() as f64
+    }
+}
+
 /// Reads `/proc/<pid>` now.
 pub fn sample(pid: u32) -> Result<Sample> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));

@@ -18,9 +18,11 @@
 //! --workspace` unifies features), so `FLOTTE_FAILPOINT=after:<checkpoint>`
 //! in an agent's [`AgentProcess::env`] makes it abort at that point.
 
+pub mod bench;
 pub mod footprint;
 pub mod packages;
 pub mod peers;
+pub mod sim;
 pub mod tmpfs;
 
 use anyhow::{Context, Result};

@@ -584,14 +584,7 @@ impl Job {
     fn check_content(&mut self, now: Timestamp, sha256: Sha256Digest, size: u64) {
         let Some(meta) = self.verified.clone() else { return };
         self.enter(now, JobState::VerifyingContent);
-        let mismatch = if size != meta.size {
-            Some(format!("content size mismatch: expected {} bytes, got {size}", meta.size))
-        } else if sha256 != meta.sha256 {
-            Some(format!("content sha256 mismatch: expected {}, got {sha256}", meta.sha256))
-        } else {
-            None
-        };
-        if let Some(message) = mismatch {
+        if let Some(message) = content_mismatch(&meta, sha256, size) {
             self.delete_download();
             return self.fail(now, FailureClass::Verification, message, None);
         }
@@ -863,6 +856,18 @@ impl Job {
 }
 
 /// `base · 2^n`, saturating.
+/// Why downloaded content of `sha256` and `size` is not the content that
+/// `meta` (verified release metadata) names, or `None` if it is.
+pub fn content_mismatch(meta: &ReleaseMetadata, sha256: Sha256Digest, size: u64) -> Option<String> {
+    if size != meta.size {
+        Some(format!("content size mismatch: expected {} bytes, got {size}", meta.size))
+    } else if sha256 != meta.sha256 {
+        Some(format!("content sha256 mismatch: expected {}, got {sha256}", meta.sha256))
+    } else {
+        None
+    }
+}
+
 fn doubled(base: Duration, n: u32) -> Duration {
     base.saturating_mul(1u32.checked_shl(n).unwrap_or(u32::MAX))
 }

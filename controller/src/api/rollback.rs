@@ -27,7 +27,7 @@ use crate::rollout::Rollout;
 use crate::rollout::driver::after_step;
 use crate::rollout::persist::Extras;
 use crate::rollout::rollback;
-use crate::rollout::spec::{Advance, RolloutPolicy, parse_failure_limit, parse_waves};
+use crate::rollout::spec::{Advance, Mode, RolloutPolicy, parse_failure_limit, parse_waves};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -89,6 +89,7 @@ pub(super) async fn rollback(
     let extras = Extras {
         versions: plan.revert.iter().filter(|(_, v)| **v != main).map(|(a, v)| (a.clone(), v.clone())).collect(),
         rollback_of: Some(id),
+        offer: None,
     };
     let done = services.store.roll_back(id, &original.name, &main, &target, &extras, now, |new_id| {
         Rollout::new(new_id, policy.clone(), agents.iter().cloned(), now)
@@ -118,6 +119,8 @@ pub(super) async fn rollback(
 /// The original's policy with the request's overrides, validated.
 fn policy_of(original: &RolloutPolicy, req: &RollbackRequest) -> Result<RolloutPolicy, Failure> {
     let mut policy = original.clone();
+    // A rollback reverts what agents committed: it is required, never an offer.
+    policy.mode = Mode::Push;
     if let Some(waves) = &req.waves {
         policy.waves = parse_waves(waves).map_err(|e| bad(e.to_string()))?;
     }

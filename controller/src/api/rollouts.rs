@@ -4,14 +4,17 @@
 
 use super::{Actor, ApiResult, ApiState, Failure};
 use crate::rollout::driver::after_step;
-use crate::rollout::spec::{Advance, RolloutPolicy, SilencePolicy, parse_failure_limit, parse_waves};
+use crate::rollout::persist::Extras;
+use crate::rollout::spec::{Advance, Deferral, Mode, RolloutPolicy, SilencePolicy, parse_failure_limit, parse_waves};
 use crate::rollout::targets::{self, Facts};
 use crate::rollout::window::WindowError;
 use crate::rollout::{CommandError, Rollout};
+use crate::store::OfferTerms;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotte_protocol::api::{DeployRequest, DeploymentView, RolloutRequest, RolloutView, Target};
+use flotte_protocol::messages::MAX_OFFER_NOTES;
 use flotte_protocol::{AgentId, Timestamp};
 use std::time::Duration;
 
@@ -19,13 +22,21 @@ use std::time::Duration;
 /// the admin's laptop and the controller).
 const START_SKEW: Duration = Duration::from_secs(60);
 
+/// Default notice users get before a push install with deferrals.
+pub const DEFAULT_NOTICE_SECS: u32 = 900;
+/// Default postponement of one deferral.
+pub const DEFAULT_DEFER_SECS: u32 = 3600;
+
 pub(super) async fn create(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Json(req): Json<RolloutRequest>,
 ) -> ApiResult<RolloutView> {
     let policy = policy_of(&req)?;
-    let id = start(&state, &actor, &req.name, &req.version, &req.target, policy, req.start_at)?;
+    let offer = offer_terms(&req, &policy, state.services.now())?;
+    let plan =
+        Plan { name: &req.name, version: &req.version, target: &req.target, policy, start_at: req.start_at, offer };
+    let id = start(&state, &actor, plan)?;
     show_one(&state, id)
 }
 
@@ -35,7 +46,15 @@ pub(super) async fn deploy(
     Extension(actor): Extension<Actor>,
     Json(req): Json<DeployRequest>,
 ) -> ApiResult<DeploymentView> {
-    let id = start(&state, &actor, &req.name, &req.version, &req.target, RolloutPolicy::big_bang(), None)?;
+    let plan = Plan {
+        name: &req.name,
+        version: &req.version,
+        target: &req.target,
+        policy: RolloutPolicy::big_bang(),
+        start_at: None,
+        offer: None,
+    };
+    let id = start(&state, &actor, plan)?;
     let view = state.services.store.list_deployments()?.into_iter().find(|d| d.id == id);
     view.map(Json).ok_or_else(|| Failure::internal("deployment vanished after insert"))
 }
@@ -54,21 +73,83 @@ fn policy_of(req: &RolloutRequest) -> Result<RolloutPolicy, Failure> {
         silence_policy: if req.silent_counts_as_failed { SilencePolicy::Failed } else { SilencePolicy::Skipped },
         advance: if req.manual { Advance::Manual } else { Advance::Automatic },
         window: req.window.as_deref().map(str::parse).transpose().map_err(|e: WindowError| bad(e.to_string()))?,
+        mode: match (req.mode.as_deref().unwrap_or("push"), req.deadline) {
+            ("push", None) => Mode::Push,
+            ("push", Some(_)) => {
+                return Err(
+                    bad("a deadline applies only to pull rollouts").hint("add --mode pull, or leave out --deadline")
+                );
+            }
+            ("pull", deadline) => Mode::Pull { deadline },
+            (other, _) => return Err(bad(format!("unknown mode {other:?}; use push or pull"))),
+        },
+        deferral: match req.deferrals {
+            None | Some(0) => None,
+            Some(count) => Some(Deferral {
+                count,
+                notice: Duration::from_secs(req.notice_seconds.unwrap_or(DEFAULT_NOTICE_SECS).into()),
+                defer_by: Duration::from_secs(req.defer_seconds.unwrap_or(DEFAULT_DEFER_SECS).max(1).into()),
+            }),
+        },
     };
     policy.validate().map_err(|e| bad(e.to_string()))?;
     Ok(policy)
 }
 
-/// Validates the request against the fleet and creates the rollout.
-fn start(
-    state: &ApiState,
-    actor: &Actor,
-    name: &str,
-    version: &str,
-    target: &Target,
+/// What the offers of a pull rollout carry; `None` for push. A deadline in
+/// the past is refused (the release would be required at once: that is a
+/// push).
+fn offer_terms(req: &RolloutRequest, policy: &RolloutPolicy, now: Timestamp) -> Result<Option<OfferTerms>, Failure> {
+    if let Some(d) = policy.deferral {
+        // A push with notice: delivered as an offer that becomes required
+        // `notice` after the agent stores it.
+        return Ok(Some(OfferTerms {
+            window: policy.window.clone(),
+            notice_secs: Some(u32::try_from(d.notice.as_secs()).unwrap_or(u32::MAX)),
+            deferrals: d.count,
+            defer_secs: u32::try_from(d.defer_by.as_secs()).unwrap_or(u32::MAX),
+            ..OfferTerms::default()
+        }));
+    }
+    let Mode::Pull { deadline } = policy.mode else {
+        if req.notes.is_some() {
+            return Err(bad("release notes are shown to end users only for pull rollouts").hint("add --mode pull"));
+        }
+        return Ok(None);
+    };
+    if let Some(d) = deadline
+        && d <= now
+    {
+        return Err(bad(format!("deadline {d} is in the past (it is now {now})"))
+            .hint("give a later --deadline, or use --mode push to require the release now"));
+    }
+    if let (Some(d), Some(start)) = (deadline, req.start_at)
+        && d <= start
+    {
+        return Err(bad(format!("deadline {d} is not after the start time {start}")));
+    }
+    let notes = req.notes.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    if let Some(n) = &notes
+        && n.len() > MAX_OFFER_NOTES
+    {
+        return Err(bad(format!("release notes are {} bytes; the limit is {MAX_OFFER_NOTES}", n.len())));
+    }
+    Ok(Some(OfferTerms { deadline, window: policy.window.clone(), notes, ..OfferTerms::default() }))
+}
+
+/// A rollout to create.
+struct Plan<'a> {
+    name: &'a str,
+    version: &'a str,
+    target: &'a Target,
     policy: RolloutPolicy,
     start_at: Option<Timestamp>,
-) -> Result<u64, Failure> {
+    offer: Option<OfferTerms>,
+}
+
+/// Validates the request against the fleet and creates the rollout.
+fn start(state: &ApiState, actor: &Actor, new: Plan<'_>) -> Result<u64, Failure> {
+    let Plan { name, version, target, policy, start_at, offer } = new;
     let services = &state.services;
     let now = services.now();
     let label = format!("{name}@{version}");
@@ -91,14 +172,16 @@ fn start(
             .hint("enroll agents first with `flottectl agents token` and `flotte-agent enroll`"));
     }
     check_conflicts(state, name, version, target, &agents, None)?;
-    let (id, step) = services.store.create_rollout(name, version, target, now, |id| {
+    let extras = Extras { offer, ..Extras::default() };
+    let (id, step) = services.store.create_rollout_with(name, version, target, &extras, now, |id| {
         Rollout::new(id, policy.clone(), agents.iter().cloned(), start_at)
     })?;
     services.store.audit(
         &actor.0,
         "rollout.create",
         &format!(
-            "rollout {id}: {label} to {} agents ({}), waves {}",
+            "rollout {id}: {label} ({}) to {} agents ({}), waves {}",
+            describe_mode(&policy),
             agents.len(),
             targets::describe(target),
             policy.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
@@ -107,6 +190,14 @@ fn start(
     )?;
     after_step(services, id, &step);
     Ok(id)
+}
+
+fn describe_mode(policy: &RolloutPolicy) -> String {
+    match (policy.mode, policy.deferral) {
+        (Mode::Pull { deadline: Some(d) }, _) => format!("pull until {d}"),
+        (Mode::Push, Some(d)) => format!("push with {} deferrals", d.count),
+        (other, _) => other.name().to_string(),
+    }
 }
 
 /// The agents `target` reaches now. Unknown names, tags and filter fields

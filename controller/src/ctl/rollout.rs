@@ -131,6 +131,29 @@ pub struct CreateArgs {
     /// saving) or "sat,sun 00:00-06:00 +01:00"; UTC when neither is given.
     #[arg(long)]
     pub window: Option<String>,
+    /// push: agents install as soon as they are assigned (required).
+    /// pull: the release appears in agents' catalogs and end users install it
+    /// with `flotte install` (available).
+    #[arg(long, default_value = "push", value_parser = ["push", "pull"])]
+    pub mode: String,
+    /// With --mode pull: when the release becomes required; agents then
+    /// install it by themselves, inside --window if given. RFC 3339.
+    #[arg(long, value_parser = parse_start)]
+    pub deadline: Option<Timestamp>,
+    /// With --mode pull: release notes that `flotte list` shows end users.
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// With --mode push: users may postpone the install this many times
+    /// (`flotte defer`); agents tell them first (desktop notification,
+    /// `flotte status`) and install --notice after receiving it.
+    #[arg(long)]
+    pub deferrals: Option<u32>,
+    /// With --deferrals: the notice before the install (default 15m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub notice: Option<Duration>,
+    /// With --deferrals: how long one deferral postpones it (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub defer_by: Option<Duration>,
 }
 
 /// Parses RFC 3339 with `Z` or a `±HH:MM` offset.
@@ -176,6 +199,12 @@ impl CreateArgs {
             manual: self.manual,
             start_at: self.start,
             window: self.window.clone(),
+            mode: Some(self.mode.clone()),
+            deadline: self.deadline,
+            notes: self.notes.clone(),
+            deferrals: self.deferrals,
+            notice_seconds: self.notice.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+            defer_seconds: self.defer_by.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
         })
     }
 }
@@ -189,6 +218,7 @@ pub fn table(rollouts: &[RolloutView]) -> String {
             vec![
                 r.id.to_string(),
                 format!("{}@{}", r.name, r.version),
+                r.mode.clone(),
                 phase_label(r),
                 format!("{}/{}", t.1, r.targeted),
                 t.2.to_string(),
@@ -196,7 +226,7 @@ pub fn table(rollouts: &[RolloutView]) -> String {
             ]
         })
         .collect();
-    output::table(&["ID", "RELEASE", "PHASE", "SUCCEEDED", "FAILED", "CREATED"], &rows)
+    output::table(&["ID", "RELEASE", "MODE", "PHASE", "SUCCEEDED", "FAILED", "CREATED"], &rows)
 }
 
 /// (assigned, succeeded, failed+silent, pending)
@@ -223,6 +253,17 @@ pub fn details(r: &RolloutView) -> String {
     if let Some(start) = r.start_at {
         out.push_str(&format!("starts at {start}\n"));
     }
+    match (r.mode.as_str(), r.deadline) {
+        ("pull", Some(deadline)) => {
+            out.push_str(&format!("pull: offered to end users (`flotte install`), required from {deadline}\n"))
+        }
+        ("pull", None) => out.push_str("pull: offered to end users (`flotte install`), never required\n"),
+        _ if r.deferrals > 0 => out.push_str(&format!(
+            "push with notice: users are told first and may defer {} times (`flotte defer`)\n",
+            r.deferrals
+        )),
+        _ => {}
+    }
     if let Some(window) = &r.window {
         out.push_str(&format!("maintenance window {window}"));
         match r.window_opens {
@@ -236,14 +277,19 @@ pub fn details(r: &RolloutView) -> String {
         let bad = if w.assigned == 0 { 0 } else { ((w.failed + w.silent) as usize * width) / w.assigned as usize };
         let bar = format!("{}{}{}", "#".repeat(done), "x".repeat(bad), ".".repeat(width.saturating_sub(done + bad)));
         out.push_str(&format!(
-            "  wave {} ({:>5}) [{bar}] {} assigned: {} succeeded, {} failed, {} silent, {} pending\n",
+            "  wave {} ({:>5}) [{bar}] {} assigned: {} succeeded, {} failed, {} silent, {} pending{}\n",
             i + 1,
             w.size,
             w.assigned,
             w.succeeded,
             w.failed,
             w.silent,
-            w.pending
+            w.pending,
+            match (r.mode.as_str(), r.deferrals) {
+                ("pull", _) => format!(", {} offered", w.offered),
+                (_, 0) => String::new(),
+                _ => format!(", {} deferred", w.deferred),
+            },
         ));
     }
     out

@@ -192,6 +192,8 @@ pub struct AgentProcess {
     pub name: String,
     pub state_dir: PathBuf,
     pub root: PathBuf,
+    /// The local socket `flotte` talks to (`run --socket`).
+    pub socket: PathBuf,
     /// Extra environment of the next [`AgentProcess::start`] (crash hooks).
     pub env: Vec<(String, String)>,
     /// `--config` file of the next start, if [`AgentProcess::configure`] wrote one.
@@ -209,6 +211,7 @@ impl AgentProcess {
             name: name.into(),
             state_dir: agent_dir.join("state"),
             root: agent_dir.join("root"),
+            socket: agent_dir.join("agent.sock"),
             env: Vec::new(),
             config: None,
             child: None,
@@ -282,6 +285,7 @@ impl AgentProcess {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut command = Command::new(&self.bins.agent);
         command.arg("run").arg("--state-dir").arg(&self.state_dir).arg("--root").arg(&self.root);
+        command.arg("--socket").arg(&self.socket);
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
         }

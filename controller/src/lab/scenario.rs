@@ -59,6 +59,12 @@ impl Stage<'_> {
             manual: false,
             start_at: None,
             window: None,
+            mode: None,
+            deadline: None,
+            notes: None,
+            deferrals: None,
+            notice_seconds: None,
+            defer_seconds: None,
         }
     }
 

@@ -2,11 +2,13 @@
 //!
 //! Each accepted connection has already passed mutual TLS (see [`crate::pki`]).
 //! [`session`] then maps the certificate to an agent and runs the control
-//! stream; [`content`] serves content streams.
+//! stream; [`content`] serves content streams; [`transport`] sizes each
+//! connection.
 
 pub mod content;
 pub mod frames;
 pub mod session;
+pub mod transport;
 
 use crate::server::Services;
 use std::sync::Arc;

@@ -9,13 +9,18 @@
 //! - A report is acknowledged only after the store has it durably.
 //! - Every pending assignment is (re)sent at the start of each connection,
 //!   so agents that were offline receive it when they return.
+//! - Both sides speak the newest protocol version they share
+//!   ([`flotte_protocol::negotiate`]). Offers of pull rollouts go only to
+//!   agents speaking [`OFFERS_SINCE`] or later; an older agent never sees
+//!   them (it has no catalog to put them in).
 
 use super::frames;
 use crate::pki::fingerprint;
 use crate::server::Services;
 use crate::store::AgentRecord;
-use flotte_protocol::messages::{AgentMessage, ControllerMessage, Hello, Welcome};
-use flotte_protocol::{AssignmentId, PROTOCOL_VERSION, Timestamp};
+use crate::store::Delivery;
+use flotte_protocol::messages::{AgentMessage, ControllerMessage, OFFERS_SINCE, Welcome};
+use flotte_protocol::{AssignmentId, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Timestamp, negotiate};
 use rustls::pki_types::CertificateDer;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -84,22 +89,22 @@ async fn converse(
             anyhow::bail!("first control message was not Hello");
         }
     };
-    if !compatible(&hello) {
+    let Some(version) = negotiate(hello.min_protocol_version, hello.protocol_version) else {
         let reason = format!(
-            "agent speaks protocol {}..={}, controller speaks {PROTOCOL_VERSION}; upgrade the older side",
+            "agent speaks protocol {}..={}, controller speaks {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}; upgrade the older side",
             hello.min_protocol_version, hello.protocol_version
         );
         frames::write(&mut send, &ControllerMessage::Refused { reason: reason.clone() }).await?;
         let _ = send.finish();
         connection.close(close::INCOMPATIBLE, reason.as_bytes());
         anyhow::bail!(reason);
-    }
+    };
     services.store.agent_connected(&agent.id, &hello, now())?;
     // Its inventory may now match a dynamic rollout target (os, arch…).
     if let Err(e) = crate::rollout::driver::join_matching(services, &agent.id, now()) {
         tracing::warn!(agent = %agent.id, error = %e, "cannot join matching rollouts");
     }
-    let welcome = Welcome { protocol_version: PROTOCOL_VERSION, agent_id: agent.id.clone(), server_time: now() };
+    let welcome = Welcome { protocol_version: version, agent_id: agent.id.clone(), server_time: now() };
     frames::write(&mut send, &ControllerMessage::Welcome(welcome)).await?;
 
     // Reading happens in its own task: a frame read must never be cancelled
@@ -123,14 +128,14 @@ async fn converse(
     });
 
     let mut sent = HashSet::new();
-    push_pending(&mut send, agent, services, &mut sent).await?;
+    push_pending(&mut send, agent, services, version, &mut sent).await?;
     loop {
         tokio::select! {
             message = messages.recv() => {
                 let Some(message) = message else { return Ok(()) };
                 handle_message(message?, &mut send, agent, services).await?;
             }
-            () = wake.notified() => push_pending(&mut send, agent, services, &mut sent).await?,
+            () = wake.notified() => push_pending(&mut send, agent, services, version, &mut sent).await?,
             stream = connection.accept_bi() => {
                 let (content_send, content_recv) = stream?;
                 let (services, id) = (services.clone(), agent.id.clone());
@@ -142,10 +147,6 @@ async fn converse(
             }
         }
     }
-}
-
-fn compatible(hello: &Hello) -> bool {
-    hello.min_protocol_version <= PROTOCOL_VERSION && hello.protocol_version >= PROTOCOL_VERSION
 }
 
 async fn handle_message(
@@ -179,13 +180,27 @@ async fn push_pending(
     send: &mut quinn::SendStream,
     agent: &AgentRecord,
     services: &Services,
+    version: u16,
     sent: &mut HashSet<AssignmentId>,
 ) -> anyhow::Result<()> {
-    for assignment in services.store.pending_assignments(&agent.id)? {
-        if sent.insert(assignment.id) {
-            info!(agent = %agent.id, assignment = %assignment.id, "assigning");
-            frames::write(send, &ControllerMessage::Assign(assignment)).await?;
+    for delivery in services.store.pending_deliveries(&agent.id)? {
+        let id = delivery.id();
+        let message = match delivery {
+            Delivery::Assign(assignment) => ControllerMessage::Assign(assignment),
+            Delivery::Offer(offer) if version >= OFFERS_SINCE => ControllerMessage::Offer(offer),
+            Delivery::Offer(_) => continue,
+        };
+        if sent.insert(id) {
+            info!(agent = %agent.id, assignment = %id, kind = session_kind(&message), "delivering");
+            frames::write(send, &message).await?;
         }
     }
     Ok(())
+}
+
+fn session_kind(message: &ControllerMessage) -> &'static str {
+    match message {
+        ControllerMessage::Offer(_) => "offer",
+        _ => "assignment",
+    }
 }

@@ -58,6 +58,7 @@ pub fn after_step(services: &Services, id: u64, step: &Step) {
                 let _ = services.store.audit("system", "rollout.halt", &format!("rollout {id}: {reason}"), now());
             }
             Completed => info!(rollout = id, "rollout completed"),
+            AwaitingDeadline { at } => info!(rollout = id, deadline = %at, "offers out; waiting for the deadline"),
         }
     }
 }

@@ -34,6 +34,23 @@
 //!   next wave (or at once, once the last wave has started). Offline agents
 //!   are assigned like any other; the silence deadline decides how they
 //!   count if they stay away.
+//!
+//! # Pull rollouts
+//! - In a pull rollout ([`super::spec::Mode::Pull`]) waves go out exactly like push
+//!   waves, but an assignment is an *offer*: the member is *offered*, not
+//!   pending. Offered members have no silence clock and leave the
+//!   denominator, so a wave never waits for users who have not chosen.
+//! - A member becomes pending (with a silence clock) at its first progress
+//!   report, i.e. when its user installs: installs that happen count as
+//!   successes and failures by the same arithmetic as push, and the failure
+//!   limit halts the rollout (no further waves are offered).
+//! - A wave whose counted members are zero passes if it made offers (the
+//!   users simply have not chosen yet).
+//! - With a deadline, the last wave does not complete before the deadline
+//!   (stage *awaiting deadline*). At the deadline every offered member
+//!   becomes pending, as if pushed then (the agents install by themselves),
+//!   with its silence clock starting at the deadline; members assigned
+//!   later are pending at once. From then on the push rules decide.
 
 use super::cohort::cohort_key;
 use super::spec::{Advance, FailureLimit, RolloutPolicy, SilencePolicy};
@@ -99,6 +116,9 @@ pub enum Stage {
     /// Wave `wave` is due but the maintenance window is closed; it starts
     /// when the window opens at `opens`.
     OutsideWindow { opens: Timestamp },
+    /// The last wave of a pull rollout passed before its deadline; at `at`
+    /// the offers become required and the wave is judged again.
+    AwaitingDeadline { at: Timestamp },
 }
 
 /// What an agent said about its assignment, as far as the policy cares.
@@ -110,6 +130,10 @@ pub enum Outcome {
     Succeeded,
     /// Failed or rolled back; the new version is not running.
     Failed,
+    /// A pull offer is in the agent's catalog; its user has not chosen yet.
+    Offered,
+    /// The user postponed a required install (still pending, counted).
+    Deferred,
 }
 
 /// Something the controller must carry out or record.
@@ -141,6 +165,10 @@ pub enum Dispatch {
         reason: String,
     },
     Completed,
+    /// The last wave of a pull rollout waits for the deadline at `at`.
+    AwaitingDeadline {
+        at: Timestamp,
+    },
 }
 
 /// An admin command that does not apply in the current phase.
@@ -160,6 +188,10 @@ enum Status {
     Succeeded,
     Failed,
     Silent,
+    /// A pull offer its user has not acted on: outside the denominator.
+    Offered,
+    /// Pending, and its user postponed the install.
+    Deferred,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +211,12 @@ pub struct Tally {
     pub succeeded: u64,
     pub failed: u64,
     pub silent: u64,
+    /// Pull offers nobody acted on yet.
+    #[serde(default)]
+    pub offered: u64,
+    /// Pending installs whose user postponed them.
+    #[serde(default)]
+    pub deferred: u64,
 }
 
 impl Tally {
@@ -189,6 +227,8 @@ impl Tally {
             Status::Succeeded => Some(&mut self.succeeded),
             Status::Failed => Some(&mut self.failed),
             Status::Silent => Some(&mut self.silent),
+            Status::Offered => Some(&mut self.offered),
+            Status::Deferred => Some(&mut self.deferred),
         }
     }
 
@@ -198,6 +238,8 @@ impl Tally {
         self.succeeded += other.succeeded;
         self.failed += other.failed;
         self.silent += other.silent;
+        self.offered += other.offered;
+        self.deferred += other.deferred;
     }
 
     /// Failures under `policy` (silent agents may count).
@@ -205,9 +247,9 @@ impl Tally {
         self.failed + if policy == SilencePolicy::Failed { self.silent } else { 0 }
     }
 
-    /// The denominator: assigned minus skipped.
+    /// The denominator: assigned minus skipped minus offers nobody took.
     pub fn counted(&self, policy: SilencePolicy) -> u64 {
-        self.assigned - if policy == SilencePolicy::Skipped { self.silent } else { 0 }
+        self.assigned - self.offered - if policy == SilencePolicy::Skipped { self.silent } else { 0 }
     }
 }
 
@@ -222,6 +264,9 @@ pub struct Rollout {
     waves: Vec<Tally>,
     /// (deadline, agent) for every pending member.
     silence: BTreeSet<(Timestamp, AgentId)>,
+    /// A pull rollout's deadline passed and its offers became required.
+    #[serde(default)]
+    escalated: bool,
     #[serde(skip)]
     out: VecDeque<Dispatch>,
 }
@@ -238,6 +283,7 @@ impl Rollout {
             members: BTreeMap::new(),
             waves,
             silence: BTreeSet::new(),
+            escalated: false,
             out: VecDeque::new(),
         };
         for agent in agents {
@@ -298,10 +344,11 @@ impl Rollout {
             Phase::Scheduled { start_at } => Some(*start_at),
             Phase::Running { stage: Stage::Soaking { until }, .. } => Some(*until),
             Phase::Running { stage: Stage::OutsideWindow { opens }, .. } => Some(*opens),
+            Phase::Running { stage: Stage::AwaitingDeadline { at }, .. } => Some(*at),
             _ => None,
         };
         let silence = if self.phase.is_final() { None } else { self.silence.first().map(|(t, _)| *t) };
-        [phase_timer, silence].into_iter().flatten().min()
+        [phase_timer, silence, self.pending_deadline()].into_iter().flatten().min()
     }
 
     /// Advances time: starts a scheduled rollout, ends soaks, and marks agents
@@ -309,6 +356,11 @@ impl Rollout {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         if self.phase.is_final() {
             return;
+        }
+        if let Some(deadline) = self.pending_deadline()
+            && deadline <= now
+        {
+            self.escalate(deadline);
         }
         while let Some((deadline, agent)) = self.silence.first().cloned() {
             if deadline > now {
@@ -338,14 +390,16 @@ impl Rollout {
             self.silence.remove(&(heard.saturating_add(self.policy.silence_deadline), agent.clone()));
         }
         let status = match outcome {
-            Outcome::Progress => Status::Pending,
+            Outcome::Offered if self.policy.mode.is_optional_at(now) && !self.escalated => Status::Offered,
+            Outcome::Progress | Outcome::Offered => Status::Pending,
             Outcome::Succeeded => Status::Succeeded,
             Outcome::Failed => Status::Failed,
+            Outcome::Deferred => Status::Deferred,
         };
         if let Some(m) = self.members.get_mut(agent) {
             m.heard_at = Some(now);
         }
-        if status == Status::Pending {
+        if matches!(status, Status::Pending | Status::Deferred) {
             self.silence.insert((now.saturating_add(self.policy.silence_deadline), agent.clone()));
         }
         self.set_status(agent, status);
@@ -460,9 +514,36 @@ impl Rollout {
         if let Some(t) = self.waves.get_mut(wave) {
             t.assigned += 1;
         }
-        self.set_status(agent, Status::Pending);
-        self.silence.insert((now.saturating_add(self.policy.silence_deadline), agent.clone()));
+        if self.policy.mode.is_optional_at(now) && !self.escalated {
+            self.set_status(agent, Status::Offered);
+        } else {
+            self.set_status(agent, Status::Pending);
+            self.silence.insert((now.saturating_add(self.policy.silence_deadline), agent.clone()));
+        }
         self.out.push_back(Dispatch::Assign { agent: agent.clone(), wave });
+    }
+
+    /// A pull rollout's deadline that has not made its offers required yet.
+    fn pending_deadline(&self) -> Option<Timestamp> {
+        if self.escalated || self.phase.is_final() {
+            return None;
+        }
+        self.policy.mode.deadline()
+    }
+
+    /// The deadline `at` passed: every offer nobody took is now required, as
+    /// if pushed at `at`.
+    fn escalate(&mut self, at: Timestamp) {
+        self.escalated = true;
+        let offered: Vec<AgentId> =
+            self.members.iter().filter(|(_, m)| m.status == Status::Offered).map(|(id, _)| id.clone()).collect();
+        for agent in offered {
+            if let Some(m) = self.members.get_mut(&agent) {
+                m.heard_at = Some(at);
+            }
+            self.silence.insert((at.saturating_add(self.policy.silence_deadline), agent.clone()));
+            self.set_status(&agent, Status::Pending);
+        }
     }
 
     fn start_wave(&mut self, now: Timestamp, wave: usize) {
@@ -490,7 +571,10 @@ impl Rollout {
         let t = self.waves.get(wave).copied().unwrap_or_default();
         let counted = t.counted(self.policy.silence_policy);
         if counted == 0 {
-            return if t.assigned == 0 { Some(true) } else { None };
+            // No member to judge: fine if there were none or they were only
+            // offered (users have not chosen yet); no evidence if all were
+            // skipped.
+            return if t.assigned == 0 || t.offered > 0 { Some(true) } else { None };
         }
         Some(t.succeeded as f64 * 100.0 >= self.policy.success_threshold * counted as f64 - 1e-9)
     }
@@ -522,6 +606,12 @@ impl Rollout {
             self.phase = Phase::Halted { wave, reason: reason.clone() };
             self.out.push_back(Dispatch::Halted { reason });
             return;
+        }
+        if let Phase::Running { wave, stage: Stage::AwaitingDeadline { .. } } = self.phase
+            && self.escalated
+        {
+            // The offers are required now: judge the wave again, as a push.
+            self.phase = Phase::Running { wave, stage: Stage::Deploying };
         }
         let Phase::Running { wave, stage } = self.phase.clone() else { return };
         match (stage, self.wave_passes(wave)) {
@@ -563,7 +653,12 @@ impl Rollout {
     }
 
     fn next_wave(&mut self, now: Timestamp, wave: usize) {
-        if wave + 1 >= self.policy.waves.len() {
+        if wave + 1 >= self.policy.waves.len()
+            && let Some(at) = self.pending_deadline()
+        {
+            self.phase = Phase::Running { wave, stage: Stage::AwaitingDeadline { at } };
+            self.out.push_back(Dispatch::AwaitingDeadline { at });
+        } else if wave + 1 >= self.policy.waves.len() {
             self.phase = Phase::Completed;
             self.out.push_back(Dispatch::Completed);
         } else {

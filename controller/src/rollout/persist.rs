@@ -12,7 +12,7 @@
 use super::engine::{Dispatch, Outcome, Rollout};
 use super::window::Window;
 use crate::error::ControllerError;
-use crate::store::{Store, from_ts, ts};
+use crate::store::{OfferTerms, Store, from_ts, ts};
 use flotte_protocol::api::{RolloutView, Target, WaveView};
 use flotte_protocol::messages::InstallState;
 use flotte_protocol::{AgentId, Timestamp};
@@ -34,6 +34,8 @@ pub struct Extras {
     pub versions: Vec<(AgentId, String)>,
     /// The rollout a rollback reverts.
     pub rollback_of: Option<u64>,
+    /// For a pull rollout: what its offers carry.
+    pub offer: Option<OfferTerms>,
 }
 
 /// One agent's assignment of a rollout, as a rollback sees it.
@@ -57,6 +59,8 @@ pub struct AgentResult {
 pub fn outcome(state: &InstallState) -> Outcome {
     match state {
         InstallState::Succeeded => Outcome::Succeeded,
+        InstallState::Offered => Outcome::Offered,
+        InstallState::Deferred { .. } => Outcome::Deferred,
         s if s.is_terminal() => Outcome::Failed,
         _ => Outcome::Progress,
     }
@@ -167,9 +171,15 @@ fn create_in(
             )?;
         }
         let target = serde_json::to_string(target).map_err(|e| ControllerError::Other(e.to_string()))?;
+        let offer = extras
+            .offer
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| ControllerError::Other(e.to_string()))?;
         tx.execute(
-            "INSERT INTO rollouts (id, target, engine, phase, updated_at) VALUES (?1, ?2, '', '', ?3)",
-            params![id, target, ts(now)],
+            "INSERT INTO rollouts (id, target, engine, phase, updated_at, offer) VALUES (?1, ?2, '', '', ?3, ?4)",
+            params![id, target, ts(now), offer],
         )?;
         let step = apply_dispatches(tx, id, name, version, &mut rollout, now)?;
         save(tx, id, &rollout, None, now)?;
@@ -422,6 +432,7 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
                 Stage::Soaking { .. } => "soaking",
                 Stage::AwaitingApproval => "awaiting_approval",
                 Stage::OutsideWindow { .. } => "outside_window",
+                Stage::AwaitingDeadline { .. } => "awaiting_deadline",
             };
             (Some(*wave), Some(stage.to_string()), None, None)
         }
@@ -440,6 +451,8 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
             succeeded: t.succeeded,
             failed: t.failed,
             silent: t.silent,
+            offered: t.offered,
+            deferred: t.deferred,
         })
         .collect();
     RolloutView {
@@ -457,5 +470,8 @@ fn view(id: u64, name: String, version: String, created_at: Timestamp, rollout: 
         rollback_of: None,
         window: rollout.policy().window.as_ref().map(Window::to_string),
         window_opens,
+        mode: rollout.policy().mode.name().to_string(),
+        deadline: rollout.policy().mode.deadline(),
+        deferrals: rollout.policy().deferral.map_or(0, |d| d.count),
     }
 }

@@ -3,6 +3,7 @@
 //! value naming the problem, never a half-created rollout.
 
 use super::window::{self, Window, WindowError};
+use flotte_protocol::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -75,6 +76,61 @@ pub enum Advance {
     Manual,
 }
 
+/// Whether the rollout installs by itself or lets end users choose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Required: an agent installs as soon as it is assigned (inside the
+    /// window).
+    #[default]
+    Push,
+    /// Available: an assigned agent puts the release in its catalog and the
+    /// end user decides (`flotte install`). With a `deadline` it becomes
+    /// required then, and the agent installs it by itself.
+    Pull { deadline: Option<Timestamp> },
+}
+
+impl Mode {
+    /// `push` or `pull`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Push => "push",
+            Mode::Pull { .. } => "pull",
+        }
+    }
+
+    pub fn deadline(self) -> Option<Timestamp> {
+        match self {
+            Mode::Pull { deadline } => deadline,
+            Mode::Push => None,
+        }
+    }
+
+    /// Whether an assignment made at `now` leaves the choice to the end user.
+    pub fn is_optional_at(self, now: Timestamp) -> bool {
+        match self {
+            Mode::Push => false,
+            Mode::Pull { deadline } => deadline.is_none_or(|d| now < d),
+        }
+    }
+}
+
+/// A push rollout's notice and deferral budget: agents tell their users,
+/// wait `notice`, and let them postpone `count` times by `defer_by` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferral {
+    pub count: u32,
+    pub notice: Duration,
+    pub defer_by: Duration,
+}
+
+impl Deferral {
+    /// The latest an agent installs after receiving the assignment.
+    pub fn longest_delay(&self) -> Duration {
+        self.notice + self.defer_by * self.count
+    }
+}
+
 /// The policy of one rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutPolicy {
@@ -93,6 +149,12 @@ pub struct RolloutPolicy {
     /// Waves start only while this window is open (`None`: any time).
     #[serde(default)]
     pub window: Option<Window>,
+    /// Push (required) or pull (available, optionally until a deadline).
+    #[serde(default)]
+    pub mode: Mode,
+    /// For push: tell users first and let them defer.
+    #[serde(default)]
+    pub deferral: Option<Deferral>,
 }
 
 /// Why a policy was refused.
@@ -114,6 +176,13 @@ pub enum PolicyError {
     Unparsable(String),
     #[error(transparent)]
     Window(#[from] WindowError),
+    #[error("deferrals apply to push rollouts; a pull rollout's users choose when to install anyway")]
+    DeferralsInPull,
+    #[error(
+        "the silence deadline ({silence}) is shorter than the notice plus every deferral ({delay}): agents whose \
+         users defer would count as silent; give --silence of at least {delay}"
+    )]
+    SilenceShorterThanDeferrals { silence: String, delay: String },
 }
 
 /// Parses `1,5%,25%,100%`.
@@ -151,6 +220,8 @@ impl RolloutPolicy {
             silence_policy: SilencePolicy::Failed,
             advance: Advance::Automatic,
             window: None,
+            mode: Mode::Push,
+            deferral: None,
         }
     }
 
@@ -204,6 +275,17 @@ impl RolloutPolicy {
         }
         if let Some(w) = &self.window {
             window::check(w)?;
+        }
+        if let Some(d) = &self.deferral {
+            if matches!(self.mode, Mode::Pull { .. }) {
+                return Err(PolicyError::DeferralsInPull);
+            }
+            if self.silence_deadline < d.longest_delay() {
+                return Err(PolicyError::SilenceShorterThanDeferrals {
+                    silence: humantime::format_duration(self.silence_deadline).to_string(),
+                    delay: humantime::format_duration(d.longest_delay()).to_string(),
+                });
+            }
         }
         Ok(())
     }
@@ -277,5 +359,19 @@ mod tests {
         assert_eq!(p.validate(), Err(PolicyError::FailurePercent(120.0)));
         assert_eq!(parse_failure_limit("2%"), Ok(FailureLimit::Percent(2.0)));
         assert_eq!(parse_failure_limit("3"), Ok(FailureLimit::Count(3)));
+    }
+
+    #[test]
+    fn deferrals_are_for_push_and_must_fit_in_the_silence_deadline() {
+        let hour = Duration::from_secs(3600);
+        let deferral = Deferral { count: 2, notice: hour / 4, defer_by: hour };
+        let mut p = RolloutPolicy { deferral: Some(deferral), silence_deadline: 3 * hour, ..RolloutPolicy::big_bang() };
+        assert_eq!(p.validate(), Ok(()));
+        p.silence_deadline = 2 * hour;
+        let err = p.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 2h 15m"), "{err}");
+        p.silence_deadline = 3 * hour;
+        p.mode = Mode::Pull { deadline: None };
+        assert_eq!(p.validate(), Err(PolicyError::DeferralsInPull));
     }
 }

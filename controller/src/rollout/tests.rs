@@ -3,7 +3,7 @@
 //! sockets and no clock.
 
 use super::engine::{Dispatch, Outcome, Phase, Rollout, Stage};
-use super::spec::{Advance, FailureLimit, RolloutPolicy, SilencePolicy, parse_waves};
+use super::spec::{Advance, FailureLimit, Mode, RolloutPolicy, SilencePolicy, parse_waves};
 use flotte_protocol::{AgentId, Timestamp};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,6 +29,8 @@ fn policy(waves: &str) -> RolloutPolicy {
         silence_policy: SilencePolicy::Failed,
         advance: Advance::Automatic,
         window: None,
+        mode: Mode::Push,
+        deferral: None,
     }
 }
 
@@ -398,4 +400,150 @@ fn a_halt_while_waiting_for_the_window_resumes_into_the_wave_not_past_it() {
     sim.drain();
     assert!(matches!(sim.rollout.phase(), Phase::Running { wave: 1, stage: Stage::OutsideWindow { .. } }));
     assert_eq!(sim.wave_sizes(), [1, 0, 0], "the waiting wave did not pass empty");
+}
+
+// ---- pull rollouts ----
+
+fn pull(waves: &str, deadline: Option<Timestamp>) -> RolloutPolicy {
+    RolloutPolicy { mode: Mode::Pull { deadline }, ..policy(waves) }
+}
+
+#[test]
+fn a_pull_rollout_offers_wave_by_wave_without_waiting_for_users() {
+    let mut sim = Sim::new(pull("1,50%,100%", None), 10);
+    // Every wave goes out at once: offers nobody took leave the denominator.
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
+    assert_eq!(sim.wave_sizes(), [1, 4, 5]);
+    let total = sim.rollout.total();
+    assert_eq!((total.offered, total.pending, total.succeeded), (10, 0, 0));
+    // Offered agents have no silence clock: a day later nothing is silent.
+    sim.tick(24 * 60);
+    assert_eq!(sim.rollout.total().silent, 0);
+    assert_eq!(sim.rollout.poll_timeout(), None);
+}
+
+#[test]
+fn installs_users_choose_count_like_push_installs() {
+    // (what the users of wave 0's 10 agents do, phase after)
+    let p = RolloutPolicy { advance: Advance::Manual, ..pull("10%,100%", None) };
+    let table: &[(&[Outcome], &str)] = &[
+        // Nobody chose: the wave passes (nothing to judge) and waits for approval.
+        (&[], "awaiting_approval"),
+        // One user installs and succeeds.
+        (&[Outcome::Succeeded], "awaiting_approval"),
+        // One user's install is under way: the wave passed when its offers
+        // went out, and an install under way does not take that back.
+        (&[Outcome::Progress], "awaiting_approval"),
+        // One user's install fails: 1 of 1 counted is more than 2%.
+        (&[Outcome::Failed], "halted"),
+    ];
+    for (outcomes, expected) in table {
+        let mut sim = Sim::new(p.clone(), 100);
+        let wave0 = sim.wave(0);
+        for a in &wave0 {
+            sim.report(a, Outcome::Offered);
+        }
+        for (a, outcome) in wave0.iter().zip(outcomes.iter()) {
+            sim.report(a, Outcome::Progress);
+            sim.report(a, *outcome);
+        }
+        let got = match sim.rollout.phase() {
+            Phase::Running { stage: Stage::AwaitingApproval, .. } => "awaiting_approval",
+            Phase::Running { stage: Stage::Deploying, .. } => "deploying",
+            other => other.name(),
+        };
+        assert_eq!(got, *expected, "{outcomes:?}");
+        let t = sim.rollout.wave_tallies()[0];
+        assert_eq!(t.offered + t.pending + t.succeeded + t.failed, 10, "every agent counts once: {t:?}");
+    }
+}
+
+#[test]
+fn at_the_deadline_offers_become_required_and_the_push_rules_decide() {
+    let deadline = at(120);
+    let mut sim = Sim::new(pull("1,100%", Some(deadline)), 10);
+    // All offered; the last wave waits for the deadline instead of completing.
+    assert_eq!(sim.rollout.phase(), &Phase::Running { wave: 1, stage: Stage::AwaitingDeadline { at: deadline } });
+    assert!(sim.log.contains(&Dispatch::AwaitingDeadline { at: deadline }));
+    let early = sim.wave(1)[0].clone();
+    sim.report(&early, Outcome::Progress);
+    sim.report(&early, Outcome::Succeeded); // one user installed before the deadline
+    sim.tick(119);
+    assert_eq!(sim.rollout.total().offered, 9);
+
+    sim.tick(1); // the deadline
+    let t = sim.rollout.total();
+    assert_eq!((t.offered, t.pending, t.succeeded), (0, 9, 1), "offers are now pending installs");
+    assert_eq!(sim.rollout.phase(), &Phase::Running { wave: 1, stage: Stage::Deploying });
+    // The agents install by themselves; the rollout completes on their reports.
+    for a in sim.assigned.keys().cloned().collect::<Vec<_>>() {
+        if a != early {
+            sim.report(&a, Outcome::Succeeded);
+        }
+    }
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
+}
+
+#[test]
+fn agents_silent_past_the_deadline_count_by_the_silence_policy() {
+    let deadline = at(60);
+    let p = RolloutPolicy { failure_limit: FailureLimit::Count(0), ..pull("100%", Some(deadline)) };
+    let mut sim = Sim::new(p, 3);
+    sim.tick(60 + 59);
+    assert_eq!(sim.rollout.phase().name(), "running", "silence counts from the deadline, not from the offer");
+    sim.tick(1);
+    assert_eq!(sim.rollout.total().silent, 3);
+    assert_eq!(sim.rollout.phase().name(), "halted");
+}
+
+#[test]
+fn an_agent_joining_after_the_deadline_is_assigned_as_required() {
+    let deadline = at(60);
+    let mut sim = Sim::new(pull("100%", Some(deadline)), 2);
+    sim.tick(61);
+    sim.rollout.add_agent(sim.now, agent(99));
+    sim.drain();
+    let t = sim.rollout.total();
+    assert_eq!((t.assigned, t.offered, t.pending), (3, 0, 3));
+    // Its "offered" report (the agent stores the offer, then installs it at
+    // once) keeps it pending.
+    sim.report(&agent(99), Outcome::Offered);
+    assert_eq!(sim.rollout.total().pending, 3);
+}
+
+#[test]
+fn a_paused_pull_rollout_still_escalates_at_its_deadline() {
+    let deadline = at(30);
+    let mut sim = Sim::new(pull("100%", Some(deadline)), 4);
+    sim.rollout.pause().unwrap();
+    sim.tick(31);
+    assert_eq!(sim.rollout.total().pending, 4, "the agents install by themselves whatever the controller does");
+    sim.rollout.resume(sim.now).unwrap();
+    sim.drain();
+    assert!(matches!(sim.rollout.phase(), Phase::Running { stage: Stage::Deploying, .. }), "{:?}", sim.rollout.phase());
+}
+
+#[test]
+fn a_deferred_install_stays_pending_and_counts_once() {
+    let p = RolloutPolicy {
+        deferral: Some(super::spec::Deferral { count: 1, notice: MINUTE, defer_by: HOUR }),
+        silence_deadline: 3 * HOUR,
+        ..policy("100%")
+    };
+    let mut sim = Sim::new(p, 2);
+    let (a, b) = (agent(0), agent(1));
+    sim.report(&a, Outcome::Offered);
+    sim.report(&a, Outcome::Deferred);
+    let t = sim.rollout.total();
+    assert_eq!((t.pending, t.deferred, t.offered), (1, 1, 0), "push offers are pending, not optional");
+    sim.report(&b, Outcome::Succeeded);
+    assert_eq!(sim.rollout.phase().name(), "running", "the wave waits for the deferred agent");
+    // The silence deadline covers the notice and the deferrals: two hours later it is not silent.
+    sim.tick(120);
+    assert_eq!(sim.rollout.total().silent, 0);
+    sim.report(&a, Outcome::Progress);
+    sim.report(&a, Outcome::Succeeded);
+    let t = sim.rollout.total();
+    assert_eq!((t.succeeded, t.deferred, t.pending), (2, 0, 0));
+    assert_eq!(sim.rollout.phase(), &Phase::Completed);
 }

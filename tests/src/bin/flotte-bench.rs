@@ -1,19 +1,170 @@
-//! `flotte-bench`: the idle footprint of an agent (and its controller).
+//! `flotte-bench`: Flotte measured against baselines in the same run.
 //!
-//! Starts a controller and one enrolled agent from the binaries in
-//! `--bin-dir` (build them with `cargo build --release -p flotte-agent
-//! -p flotte-controller`), waits until the agent is online, lets it settle,
-//! then measures both processes over `--idle-secs` while the agent sits idle
-//! and connected, and prints the figures and the release binary sizes,
-//! plain or as the Markdown table in `docs/BENCHMARKS.md` (`--markdown`).
+//! ```text
+//! flotte-bench verify [--size-mib 1024] [--runs 5] [--dir DIR]
+//! flotte-bench fanout [--agents 200] [--size-mib 50] [--runs 3] [--archive] [--no-baseline]
+//! flotte-bench scale  [--agents 10000] [--idle-secs 60] [--spread-secs 10] [--label NAME]
+//! flotte-bench idle   [--idle-secs 60] [--settle-secs 5]      (the idle footprint of one agent)
+//! common: [--bin-dir target/release] [--markdown] [--write docs/BENCHMARKS.md]
+//! ```
 //!
-//! A benchmark, not a test: it checks nothing and takes as long as it is told.
+//! Each scenario prints a table (`--markdown`: as Markdown), and `--write
+//! FILE` replaces that scenario's marked section of FILE with the table, the
+//! machine description and the exact command line. The fleet scenarios
+//! start the `flotte-controller` in `--bin-dir` (build it with `cargo build
+//! --release -p flotte-tests -p flotte-controller -p flotte-agent`) and run
+//! the simulated agents (`flotte_tests::sim`) in this process.
+//!
+//! A benchmark, not a test: it checks that every push completed and every
+//! digest matched, never how fast.
 
 use anyhow::{Context, Result, bail};
 use flotte_controller::lab::harness::{AgentProcess, Binaries, ControllerProcess, wait_online};
+use flotte_tests::bench::{self, fanout, scale, verify};
 use flotte_tests::footprint::{self, Footprint};
 use std::path::PathBuf;
 use std::time::Duration;
+
+const USAGE: &str = "flotte-bench verify|fanout|scale|idle [options]; see the module documentation \
+(tests/src/bin/flotte-bench.rs) or docs/BENCHMARKS.md";
+
+fn main() -> Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let command_line = format!("flotte-bench {}", args.join(" "));
+    // Without a scenario name, the idle footprint (the original command line).
+    let scenario = if args.first().is_some_and(|a| !a.starts_with('-')) { args.remove(0) } else { "idle".into() };
+    let mut common = Common { bin_dir: "target/release".into(), markdown: false, write: None };
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--bin-dir" => common.bin_dir = it.next().context("--bin-dir needs a value")?.into(),
+            "--markdown" => common.markdown = true,
+            "--write" => common.write = Some(it.next().context("--write needs a file")?.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            _ => rest.push(arg),
+        }
+    }
+    let flags = Flags(rest);
+    let report = match scenario.as_str() {
+        "verify" => {
+            let mut o = verify::Options::default();
+            if let Some(m) = flags.u64("--size-mib")? {
+                o.size = m << 20;
+            }
+            o.runs = flags.u64("--runs")?.map_or(o.runs, |r| r as usize);
+            if let Some(d) = flags.value("--dir") {
+                o.dir = d.into();
+            }
+            flags.check(&["--size-mib", "--runs", "--dir"], &[])?;
+            verify::run(&o)?
+        }
+        "fanout" => {
+            let mut o = fanout::Options::default();
+            o.agents = flags.u64("--agents")?.map_or(o.agents, |n| n as usize);
+            o.size = flags.u64("--size-mib")?.map_or(o.size, |m| m << 20);
+            o.runs = flags.u64("--runs")?.map_or(o.runs, |r| r as usize);
+            o.archive = flags.has("--archive");
+            o.baseline = !flags.has("--no-baseline");
+            flags.check(&["--agents", "--size-mib", "--runs"], &["--archive", "--no-baseline"])?;
+            fanout::run(&common.binaries()?, &o)?
+        }
+        "scale" => {
+            let mut o = scale::Options::default();
+            o.agents = flags.u64("--agents")?.map_or(o.agents, |n| n as usize);
+            o.idle = flags.u64("--idle-secs")?.map_or(o.idle, Duration::from_secs);
+            o.spread = flags.u64("--spread-secs")?.map_or(o.spread, Duration::from_secs);
+            if let Some(l) = flags.value("--label") {
+                o.label = l.to_string();
+            }
+            flags.check(&["--agents", "--idle-secs", "--spread-secs", "--label"], &[])?;
+            scale::run(&common.binaries()?, &o)?
+        }
+        "idle" => return idle(&common, &flags),
+        other => bail!("unknown scenario {other}; {USAGE}"),
+    };
+    let text = report.render(common.markdown);
+    print!("{text}");
+    if let Some(doc) = &common.write {
+        let section = format!(
+            "Measured {} on {}.\n\n```sh\n{command_line}\n```\n\n{}",
+            now_utc(),
+            bench::machine(),
+            report.render(true)
+        );
+        let name = match flags.value("--label") {
+            Some(label) => format!("{scenario}-{label}"),
+            None => scenario.clone(),
+        };
+        bench::write_section(doc, &name, &section)?;
+        eprintln!("wrote the {name} section of {}", doc.display());
+    }
+    Ok(())
+}
+
+struct Common {
+    bin_dir: PathBuf,
+    markdown: bool,
+    write: Option<PathBuf>,
+}
+
+impl Common {
+    fn binaries(&self) -> Result<Binaries> {
+        let bins =
+            Binaries { controller: self.bin_dir.join("flotte-controller"), agent: self.bin_dir.join("flotte-agent") };
+        if !bins.controller.is_file() {
+            bail!(
+                "{} missing; build with: cargo build --release -p flotte-tests -p flotte-controller -p flotte-agent",
+                bins.controller.display()
+            );
+        }
+        Ok(bins)
+    }
+}
+
+/// A scenario's own flags: `--name value` pairs and bare switches.
+struct Flags(Vec<String>);
+
+impl Flags {
+    fn value(&self, name: &str) -> Option<&str> {
+        let i = self.0.iter().position(|a| a == name)?;
+        self.0.get(i + 1).map(String::as_str)
+    }
+
+    fn u64(&self, name: &str) -> Result<Option<u64>> {
+        match self.value(name) {
+            Some(v) => Ok(Some(v.parse().with_context(|| format!("{name} needs a whole number, not {v}"))?)),
+            None if self.has(name) => bail!("{name} needs a value"),
+            None => Ok(None),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+
+    /// Fails on any flag that is neither a known valued flag nor a switch.
+    fn check(&self, valued: &[&str], switches: &[&str]) -> Result<()> {
+        let mut it = self.0.iter();
+        while let Some(a) = it.next() {
+            if valued.contains(&a.as_str()) {
+                it.next();
+            } else if !switches.contains(&a.as_str()) {
+                bail!("unknown argument {a}; {USAGE}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `2026-11-29 11:02 UTC`, from the system clock.
+fn now_utc() -> String {
+    let ts = flotte_protocol::Timestamp::from_system_time(std::time::SystemTime::now()).to_string();
+    ts.get(..16).map_or(ts.clone(), |s| format!("{} UTC", s.replace('T', " ")))
+}
 
 struct Options {
     bin_dir: PathBuf,
@@ -22,33 +173,18 @@ struct Options {
     markdown: bool,
 }
 
-fn options() -> Result<Options> {
-    let mut o = Options {
-        bin_dir: "target/release".into(),
-        idle: Duration::from_secs(60),
-        settle: Duration::from_secs(5),
-        markdown: false,
+fn idle(common: &Common, flags: &Flags) -> Result<()> {
+    flags.check(&["--idle-secs", "--settle-secs"], &[])?;
+    let o = Options {
+        bin_dir: common.bin_dir.clone(),
+        idle: flags.u64("--idle-secs")?.map_or(Duration::from_secs(60), Duration::from_secs),
+        settle: flags.u64("--settle-secs")?.map_or(Duration::from_secs(5), Duration::from_secs),
+        markdown: common.markdown,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--bin-dir" => o.bin_dir = value()?.into(),
-            "--idle-secs" => o.idle = Duration::from_secs(value()?.parse()?),
-            "--settle-secs" => o.settle = Duration::from_secs(value()?.parse()?),
-            "--markdown" => o.markdown = true,
-            "-h" | "--help" => {
-                println!("flotte-bench [--bin-dir target/release] [--idle-secs 60] [--settle-secs 5] [--markdown]");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other}; see --help"),
-        }
-    }
-    Ok(o)
+    idle_footprint(o)
 }
 
-fn main() -> Result<()> {
-    let o = options()?;
+fn idle_footprint(o: Options) -> Result<()> {
     let bins = Binaries { controller: o.bin_dir.join("flotte-controller"), agent: o.bin_dir.join("flotte-agent") };
     for b in [&bins.controller, &bins.agent] {
         if !b.is_file() {

@@ -4,6 +4,7 @@
 
 mod agent_faults;
 mod auth;
+mod bench_smoke;
 mod controller_config;
 mod crash;
 mod delivery;
@@ -11,6 +12,7 @@ mod faults;
 mod inventory;
 mod lab;
 mod packaging;
+mod pull;
 mod quic_raw;
 mod rollback;
 mod rollouts;

@@ -20,6 +20,12 @@ fn request(version: &str, waves: &str) -> RolloutRequest {
         manual: false,
         start_at: None,
         window: None,
+        mode: None,
+        deadline: None,
+        notes: None,
+        deferrals: None,
+        notice_seconds: None,
+        defer_seconds: None,
     }
 }
 

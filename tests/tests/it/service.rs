@@ -50,6 +50,8 @@ fn the_agent_notifies_ready_feeds_the_watchdog_and_says_when_it_stops() -> Resul
         .arg(&agent.state_dir)
         .arg("--root")
         .arg(&agent.root)
+        .arg("--socket")
+        .arg(&agent.socket)
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "200000")
         .stderr(Stdio::null())

@@ -1,0 +1,53 @@
+//! The QUIC transport settings of the agent endpoint, sized for tens of
+//! thousands of mostly idle agents (measured by `flotte-bench scale`, see
+//! docs/BENCHMARKS.md).
+//!
+//! What an idle connection costs is mostly what its peer is *allowed* to
+//! do: quinn sets up state for every stream the agent may open, and the
+//! receive windows bound what the controller buffers from each agent.
+//! Agents send only small frames upstream (the largest is a `Hello` with a
+//! full dpkg inventory, under the 1 MiB frame cap, which flows through a
+//! small window in steps), and open at most two streams at once: the
+//! control stream and one content stream. The send window bounds only
+//! content in flight and is allocated as content is written, so it stays
+//! at quinn's default: it costs an idle agent nothing and keeps a single
+//! download fast on a link with latency.
+//!
+//! Keep-alives come from the agents (`flotte_agent::quic::KEEP_ALIVE`); the
+//! controller sends none, so an idle fleet costs it one received packet
+//! and one acknowledgement per agent per keep-alive interval.
+
+use std::time::Duration;
+
+/// A connection with no traffic (agents keep it alive) for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams an agent may have open at once: control, content, and slack
+/// for a content stream that is still closing while the next opens.
+pub const MAX_BIDI_STREAMS: u32 = 4;
+/// Flow-control window of one stream from an agent.
+pub const STREAM_RECEIVE_WINDOW: u32 = 64 * 1024;
+/// Flow-control window of everything from one agent.
+pub const RECEIVE_WINDOW: u32 = 256 * 1024;
+
+/// Shortest gap between two stateless resets the endpoint sends. After a
+/// controller crash, every agent learns that its connection is gone from
+/// the reset its next keep-alive provokes; quinn's default of 20 ms allows
+/// 50 resets a second, so 10,000 agents would mostly wait out the idle
+/// timeout instead (measured: `flotte-bench scale`). A reset is always
+/// smaller than the packet that provoked it, so it cannot amplify, and a
+/// reset loop between two endpoints shrinks to nothing by itself.
+pub const MIN_RESET_INTERVAL: Duration = Duration::from_micros(500);
+
+/// The transport configuration of the agent endpoint.
+pub fn agent_transport() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok())
+        .keep_alive_interval(None)
+        .max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+        .receive_window(RECEIVE_WINDOW.into())
+        .datagram_receive_buffer_size(None);
+    transport
+}

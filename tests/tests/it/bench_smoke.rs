@@ -1,0 +1,64 @@
+//! Each `flotte-bench` scenario at a tiny size: it completes, every push is
+//! committed, every digest matches, and its table is sane. No timing is
+//! asserted here; speed belongs to `flotte-bench` itself (docs/BENCHMARKS.md).
+
+use flotte_controller::lab::harness::Binaries;
+use flotte_tests::bench::{Report, fanout, scale, verify};
+use std::time::Duration;
+
+/// The numeric prefix of a cell like `1.23 s (1.0 – 2.0)` or `**12.5 KiB**`.
+fn number(cell: &str) -> f64 {
+    let s: String = cell.trim_start_matches('*').chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    s.parse().unwrap_or_else(|_| panic!("no number in {cell:?}"))
+}
+
+fn row<'a>(report: &'a Report, first_cell: &str) -> &'a [String] {
+    let found = report.tables.iter().flat_map(|t| &t.rows).find(|r| r[0].contains(first_cell));
+    found.unwrap_or_else(|| panic!("no row {first_cell:?} in\n{}", report.render(false)))
+}
+
+#[test]
+fn verify_scenario_hashes_and_checks_the_file_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = verify::Options { size: 4 << 20, runs: 2, dir: dir.path().to_path_buf() };
+    let report = verify::run(&options).unwrap();
+    let flotte = row(&report, "Flotte agent");
+    let openssl = row(&report, "openssl");
+    assert!(number(&flotte[1]) > 0.0 && number(&openssl[1]) > 0.0, "{}", report.render(false));
+    assert!(report.summary[0].contains("Flotte / openssl throughput"), "{:?}", report.summary);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the scenario leaves its file behind");
+}
+
+#[test]
+fn fanout_scenario_installs_on_every_sim_agent_and_runs_the_nginx_baseline() {
+    let options = fanout::Options {
+        agents: 3,
+        size: 1 << 20,
+        runs: 1,
+        archive: true,
+        baseline: true,
+        timeout: Duration::from_secs(120),
+    };
+    let report = fanout::run(&Binaries::locate().unwrap(), &options).unwrap();
+    let flotte = row(&report, "Flotte: controller → 3 sim agents");
+    let nginx = row(&report, "nginx HTTPS → 3");
+    assert!(number(&flotte[1]) > 0.0 && number(&nginx[1]) > 0.0, "{}", report.render(false));
+    assert!(number(&flotte[4]) > 0.0, "controller peak RSS missing: {flotte:?}");
+    assert!(report.summary[0].contains("Flotte / nginx wall time"), "{:?}", report.summary);
+}
+
+#[test]
+fn scale_scenario_connects_pushes_to_and_reconnects_every_sim_agent() {
+    let options = scale::Options {
+        agents: 20,
+        idle: Duration::from_secs(1),
+        spread: Duration::ZERO,
+        timeout: Duration::from_secs(120),
+        label: "smoke".into(),
+    };
+    let report = scale::run(&Binaries::locate().unwrap(), &options).unwrap();
+    assert_eq!(row(&report, "connected agents")[1], "20");
+    let latency = &row(&report, "push latency")[1];
+    assert_eq!(latency.matches(" / ").count(), 2, "p50 / p99 / max: {latency}");
+    assert!(number(&row(&report, "reconnect storm")[1]) > 0.0, "{}", report.render(false));
+}
