@@ -29,9 +29,9 @@
 //!   resumed after verifying the release again (verified metadata is never
 //!   read back from disk). A job found in a risky state more than
 //!   [`MAX_RESTARTS`] times gives up instead of crashing the agent forever.
-//! - Transient failures (a lost link, a full disk) are retried with
-//!   exponential backoff; verification, preflight, detection and health
-//!   failures are not.
+//! - Transient failures (a lost link, a full disk, TUF metadata that could
+//!   not be fetched) are retried with exponential backoff; verification
+//!   verdicts, preflight, detection and health failures are not.
 //! - A terminal job never changes again; late or stale events (an old
 //!   download attempt, a result nobody waits for) are ignored.
 
@@ -435,6 +435,7 @@ impl Job {
         self.timer = None;
         match self.record.state {
             JobState::Waiting { .. } => self.proceed(now),
+            JobState::VerifyingMetadata => self.start_verify(now),
             JobState::Downloading { .. } => self.start_fetch(),
             JobState::Staging => self.run_step(Step::Stage),
             JobState::BackingUp => self.run_step(Step::Backup),
@@ -510,6 +511,11 @@ impl Job {
         self.awaiting = None;
         let verified = match result {
             Ok(v) => v,
+            // The metadata could not be had (link lost mid-update, nothing
+            // persisted yet): not a verdict on the release; ask again later.
+            Err(VerifyError::Unavailable { .. }) if self.failures < MAX_TRANSIENT_RETRIES => {
+                return self.retry_later(now);
+            }
             Err(e) => return self.refuse(now, e.to_string()),
         };
         let meta = verified.metadata().clone();

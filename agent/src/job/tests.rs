@@ -88,6 +88,8 @@ struct Sim {
     now: Timestamp,
     /// The targets entries the simulated TUF metadata lists, by target name.
     targets: BTreeMap<String, serde_json::Value>,
+    /// How many more verifications find the metadata unavailable.
+    unavailable: u32,
     active: Option<String>,
     quarantined: BTreeMap<String, String>,
     fetches: VecDeque<Fetch>,
@@ -111,6 +113,7 @@ impl Sim {
                 target_name("app", "2.0"),
                 target_entry(&metadata("app"), &Platform::default()),
             )]),
+            unavailable: 0,
             active: Some("1.0".into()),
             quarantined: BTreeMap::new(),
             fetches: VecDeque::from([Fetch::Complete { from: 0, content: CONTENT.to_vec() }]),
@@ -188,6 +191,11 @@ impl Sim {
             }
             self.log.push(action.clone());
             let events = match action {
+                JobAction::VerifyMetadata(_) if self.unavailable > 0 => {
+                    self.unavailable -= 1;
+                    let reason = "cannot fetch timestamp.json: connection lost".to_string();
+                    vec![JobEvent::MetadataChecked(Err(VerifyError::Unavailable { reason }))]
+                }
                 JobAction::VerifyMetadata(r) => vec![JobEvent::MetadataChecked(self.verify(&r))],
                 JobAction::LookUpPackage { name } => vec![JobEvent::PackageLooked {
                     active: self.active.clone(),
@@ -882,4 +890,22 @@ fn a_rolled_back_job_discards_its_backup_but_a_failed_rollback_keeps_it() {
     sim.fail_step("rollback", [StepFailure::permanent("broken")]);
     run_to_end(&mut sim, checked_release(0));
     assert_eq!(sim.count(|a| matches!(a, JobAction::DiscardBackup { .. })), 0, "kept for the admin");
+}
+
+#[test]
+fn metadata_that_cannot_be_fetched_is_asked_for_again_and_then_refused() {
+    let mut sim = Sim::new();
+    sim.unavailable = MAX_TRANSIENT_RETRIES;
+    run_to_end(&mut sim, good_release());
+    assert_eq!(sim.count(|a| matches!(a, JobAction::VerifyMetadata(_))), MAX_TRANSIENT_RETRIES as usize + 1);
+    assert_eq!(sim.last_report().state, InstallState::Succeeded);
+
+    let mut sim = Sim::new();
+    sim.unavailable = MAX_TRANSIENT_RETRIES + 1;
+    run_to_end(&mut sim, good_release());
+    assert!(!sim.did_fetch_or_install());
+    let InstallState::Failed { class: FailureClass::Verification, message } = sim.last_report().state else {
+        panic!("{:?}", sim.last_report())
+    };
+    assert!(message.contains("TUF metadata unavailable") && message.contains("connection lost"), "{message}");
 }

@@ -62,6 +62,9 @@ pub struct Initialized {
 pub fn init(client: &AdminClient, dir: &Path, keys_n: usize, threshold: u64) -> Result<Initialized> {
     ensure!(keys_n >= 1, "--root-keys must be at least 1");
     ensure!((1..=keys_n as u64).contains(&threshold), "--threshold must be between 1 and --root-keys ({keys_n})");
+    if client.tuf_metadata("root.json")?.is_some() {
+        bail!("the controller already has a TUF root; change it with `flottectl trust rotate`");
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let online = client.tuf_online_keys()?;
     let mut root_keys = Vec::new();

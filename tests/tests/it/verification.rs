@@ -407,6 +407,11 @@ fn the_controller_refuses_metadata_that_does_not_verify_or_goes_back() -> Result
     assert_eq!(code, 422);
     assert!(error.contains("expired"), "{error}");
 
+    // A second `trust init` is refused before any key is written.
+    let err = trust::init(&lab.client, &lab.path("again"), 1, 1).unwrap_err().to_string();
+    assert!(err.contains("already has a TUF root"), "{err}");
+    assert!(!lab.path("again").exists());
+
     // Nothing of it was stored: the repository still serves targets v2.
     let served = lab.client.tuf_metadata("targets.json")?.context("targets")?;
     assert_eq!(Envelope::parse("targets", &served, tuf::MAX_TARGETS_LEN)?.signed["version"], 2);
