@@ -141,6 +141,7 @@ pub struct RolledBack {
     pub step: Step,
 }
 
+/// [`Store::create_rollout_with`] inside `tx`, which the caller commits.
 fn create_in(
     tx: &Transaction,
     name: &str,
@@ -150,41 +151,39 @@ fn create_in(
     now: Timestamp,
     build: impl FnOnce(u64) -> Rollout,
 ) -> Result<(u64, Step), ControllerError> {
-    {
+    tx.execute(
+        "INSERT INTO deployments (name, version, created_at) VALUES (?1, ?2, ?3)",
+        params![name, version, ts(now)],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut rollout = build(u64::try_from(id).unwrap_or(0));
+    rollout.handle_timeout(now);
+    for (agent, v) in &extras.versions {
         tx.execute(
-            "INSERT INTO deployments (name, version, created_at) VALUES (?1, ?2, ?3)",
-            params![name, version, ts(now)],
+            "INSERT INTO rollout_versions (rollout_id, agent_id, version) VALUES (?1, ?2, ?3)",
+            params![id, agent.0, v],
         )?;
-        let id = tx.last_insert_rowid();
-        let mut rollout = build(u64::try_from(id).unwrap_or(0));
-        rollout.handle_timeout(now);
-        for (agent, v) in &extras.versions {
-            tx.execute(
-                "INSERT INTO rollout_versions (rollout_id, agent_id, version) VALUES (?1, ?2, ?3)",
-                params![id, agent.0, v],
-            )?;
-        }
-        if let Some(of) = extras.rollback_of {
-            tx.execute(
-                "INSERT INTO rollbacks (id, rollback_of) VALUES (?1, ?2)",
-                params![id, i64::try_from(of).unwrap_or(-1)],
-            )?;
-        }
-        let target = serde_json::to_string(target).map_err(|e| ControllerError::Other(e.to_string()))?;
-        let offer = extras
-            .offer
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| ControllerError::Other(e.to_string()))?;
-        tx.execute(
-            "INSERT INTO rollouts (id, target, engine, phase, updated_at, offer) VALUES (?1, ?2, '', '', ?3, ?4)",
-            params![id, target, ts(now), offer],
-        )?;
-        let step = apply_dispatches(tx, id, name, version, &mut rollout, now)?;
-        save(tx, id, &rollout, None, now)?;
-        Ok((u64::try_from(id).unwrap_or(0), step))
     }
+    if let Some(of) = extras.rollback_of {
+        tx.execute(
+            "INSERT INTO rollbacks (id, rollback_of) VALUES (?1, ?2)",
+            params![id, i64::try_from(of).unwrap_or(-1)],
+        )?;
+    }
+    let target = serde_json::to_string(target).map_err(|e| ControllerError::Other(e.to_string()))?;
+    let offer = extras
+        .offer
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| ControllerError::Other(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO rollouts (id, target, engine, phase, updated_at, offer) VALUES (?1, ?2, '', '', ?3, ?4)",
+        params![id, target, ts(now), offer],
+    )?;
+    let step = apply_dispatches(tx, id, name, version, &mut rollout, now)?;
+    save(tx, id, &rollout, None, now)?;
+    Ok((u64::try_from(id).unwrap_or(0), step))
 }
 
 impl Store {
@@ -208,52 +207,52 @@ impl Store {
     }
 }
 
+/// [`Store::step_rollout`] inside `tx`, which the caller commits; writes
+/// nothing when `action` fails.
 fn step_in<E>(
     tx: &Transaction,
     id: u64,
     now: Timestamp,
     action: impl FnOnce(&mut Rollout) -> Result<(), E>,
 ) -> Result<Result<Step, E>, ControllerError> {
-    {
-        let id = i64::try_from(id).unwrap_or(-1);
-        let Some((engine, watermark, name, version)) = tx
-            .query_row(
-                "SELECT r.engine, r.report_watermark, d.name, d.version FROM rollouts r
+    let id = i64::try_from(id).unwrap_or(-1);
+    let Some((engine, watermark, name, version)) = tx
+        .query_row(
+            "SELECT r.engine, r.report_watermark, d.name, d.version FROM rollouts r
                  JOIN deployments d ON d.id = r.id WHERE r.id = ?1",
-                params![id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
-            )
-            .optional()?
-        else {
-            return Err(ControllerError::Other(format!("no rollout {id}")));
-        };
-        let mut rollout = decode(&engine)?;
-        let mut new_watermark = watermark;
-        {
-            let mut stmt = tx.prepare(
-                "SELECT p.rowid, p.agent_id, p.state, p.received_at FROM reports p
+            params![id],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+        )
+        .optional()?
+    else {
+        return Err(ControllerError::Other(format!("no rollout {id}")));
+    };
+    let mut rollout = decode(&engine)?;
+    let mut new_watermark = watermark;
+    {
+        let mut stmt = tx.prepare(
+            "SELECT p.rowid, p.agent_id, p.state, p.received_at FROM reports p
                  JOIN assignments a ON a.id = p.assignment_id
                  WHERE a.deployment_id = ?1 AND p.rowid > ?2 ORDER BY p.rowid",
-            )?;
-            let rows = stmt.query_map(params![id, watermark], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
-            })?;
-            for row in rows {
-                let (rowid, agent, state, received) = row?;
-                let state: InstallState =
-                    serde_json::from_str(&state).map_err(|e| ControllerError::Corrupt(format!("report state: {e}")))?;
-                rollout.handle_report(from_ts(received), &AgentId(agent), outcome(&state));
-                new_watermark = rowid;
-            }
+        )?;
+        let rows = stmt.query_map(params![id, watermark], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+        })?;
+        for row in rows {
+            let (rowid, agent, state, received) = row?;
+            let state: InstallState =
+                serde_json::from_str(&state).map_err(|e| ControllerError::Corrupt(format!("report state: {e}")))?;
+            rollout.handle_report(from_ts(received), &AgentId(agent), outcome(&state));
+            new_watermark = rowid;
         }
-        rollout.handle_timeout(now);
-        if let Err(e) = action(&mut rollout) {
-            return Ok(Err(e));
-        }
-        let step = apply_dispatches(tx, id, &name, &version, &mut rollout, now)?;
-        save(tx, id, &rollout, Some(new_watermark), now)?;
-        Ok(Ok(step))
     }
+    rollout.handle_timeout(now);
+    if let Err(e) = action(&mut rollout) {
+        return Ok(Err(e));
+    }
+    let step = apply_dispatches(tx, id, &name, &version, &mut rollout, now)?;
+    save(tx, id, &rollout, Some(new_watermark), now)?;
+    Ok(Ok(step))
 }
 
 impl Store {

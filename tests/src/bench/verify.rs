@@ -204,7 +204,7 @@ fn report(o: &Options, flotte: &Stats, openssl: &Stats, signature: f64) -> Repor
     let rate = |s: f64| format!("{:.2} GiB/s", gib / s.max(f64::EPSILON));
     let mut table = Table::new(&["", "time: median (min – max)", "throughput (median)"]);
     table.row(vec![
-        "Flotte agent: signature + streaming sha256 + size/digest check".into(),
+        "Flotte agent: TUF lookup + streaming sha256 + size/digest check".into(),
         flotte.show(|s| format!("{s:.3} s")),
         rate(flotte.median),
     ]);
