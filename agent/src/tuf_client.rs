@@ -249,15 +249,7 @@ mod tests {
         let key = Ed25519Signer::from_seed(&[1; 32]);
         let later = t0().saturating_add(HOUR * 24);
         let role = RoleSpec { keys: &[key.public()], threshold: 1 };
-        let root = repo::root(&RootSpec {
-            version: 1,
-            expires: later,
-            consistent_snapshot: false,
-            root: role,
-            timestamp: role,
-            snapshot: role,
-            targets: role,
-        });
+        let root = repo::root(&RootSpec::one_role_for_all(1, later, role));
         let mut targets = serde_json::Map::new();
         targets.insert("app/1.0".into(), repo::target_entry(b"bytes", None));
         let targets = repo::sign(&repo::targets(1, later, targets, &[]), &[&key]).unwrap();

@@ -90,6 +90,22 @@ pub struct RootSpec<'a> {
     pub targets: RoleSpec<'a>,
 }
 
+impl<'a> RootSpec<'a> {
+    /// A root in which one set of keys holds every role, without consistent
+    /// snapshots: the shape of test and benchmark repositories.
+    pub fn one_role_for_all(version: u64, expires: Timestamp, role: RoleSpec<'a>) -> Self {
+        RootSpec {
+            version,
+            expires,
+            consistent_snapshot: false,
+            root: role,
+            timestamp: role,
+            snapshot: role,
+            targets: role,
+        }
+    }
+}
+
 /// The `signed` part of a root.
 pub fn root(spec: &RootSpec<'_>) -> Value {
     let mut keys = Map::new();

@@ -97,15 +97,7 @@ impl Repository {
         let later =
             Timestamp::from_system_time(SystemTime::now()).saturating_add(std::time::Duration::from_secs(86_400));
         let role = RoleSpec { keys: &[key.public()], threshold: 1 };
-        let root = repo::root(&RootSpec {
-            version: 1,
-            expires: later,
-            consistent_snapshot: false,
-            root: role,
-            timestamp: role,
-            snapshot: role,
-            targets: role,
-        });
+        let root = repo::root(&RootSpec::one_role_for_all(1, later, role));
         let name = target_name(&release.name, &release.version);
         let mut entries = serde_json::Map::new();
         entries.insert(name.clone(), release::target_entry(release, &Platform::default()));
