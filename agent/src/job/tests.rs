@@ -915,8 +915,9 @@ fn a_required_install_waits_for_its_maintenance_windows_after_downloading_and_ve
     let deadline = |w: Option<&str>| Origin::Deadline { rollout_window: w.map(window) };
     // 2026-12-04 is a Friday.
     let friday = "2026-12-04T15:00:00Z";
-    // (what, origin, agent window, now, when it installs: None = at once)
-    let table: Vec<(&str, Origin, Option<&str>, &str, Option<&str>)> = vec![
+    /// (what, origin, agent window, now, when it installs: None = at once)
+    type Case = (&'static str, Origin, Option<&'static str>, &'static str, Option<&'static str>);
+    let table: Vec<Case> = vec![
         ("push, window closed", Origin::Push, weekend, friday, Some("2026-12-05T00:00:00Z")),
         ("push, window open", Origin::Push, weekend, "2026-12-05T01:00:00Z", None),
         ("push, no window configured", Origin::Push, None, friday, None),
