@@ -7,7 +7,13 @@
 //!   repeats its final report instead.
 //! - Jobs run one at a time, in arrival order, so no two installs (or two
 //!   downloads of the same content) ever overlap. Later jobs are journaled
-//!   and reported `Received` at once and wait their turn.
+//!   and reported `Received` at once and wait their turn. A job waiting for
+//!   its maintenance window (downloaded, verified, idle) lends its turn to
+//!   the next job that can work (a user's `flotte install` is not stuck
+//!   behind a push waiting for the weekend) and takes it back, in arrival
+//!   order, once the job at work is done or waits too. Only the job whose
+//!   turn it is gets its timer, so a window opening never starts an install
+//!   while another job is at work.
 //! - Every job learns the agent's maintenance window from the table (the
 //!   current config, also for jobs read back after a restart); whether it
 //!   applies is the job's own, journaled, [`Origin`].
@@ -91,11 +97,11 @@ impl JobTable {
 
     /// The earliest time any job wants [`JobTable::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.jobs.values().filter_map(Job::poll_timeout).min()
+        self.running.and_then(|id| self.jobs.get(&id)).and_then(Job::poll_timeout)
     }
 
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        for job in self.jobs.values_mut() {
+        if let Some(job) = self.running.and_then(|id| self.jobs.get_mut(&id)) {
             job.handle_timeout(now);
         }
         self.advance(now);
@@ -119,22 +125,28 @@ impl JobTable {
         self.jobs.contains_key(&id)
     }
 
-    /// Drops finished jobs from the front of the queue and starts the next.
+    /// Drops finished jobs from the queue and gives the turn: the job at
+    /// work keeps it; else the first job in arrival order that is not
+    /// waiting for its window; else the first job.
     fn advance(&mut self, now: Timestamp) {
-        while let Some(front) = self.queue.front().copied() {
-            if self.jobs.get(&front).is_none_or(Job::is_terminal) {
-                self.queue.pop_front();
-                continue;
-            }
-            if self.running != Some(front) {
-                self.running = Some(front);
-                if let Some(job) = self.jobs.get_mut(&front) {
+        let jobs = &self.jobs;
+        self.queue.retain(|id| jobs.get(id).is_some_and(|j| !j.is_terminal()));
+        let can_work = |id: &AssignmentId| jobs.get(id).is_some_and(|j| !j.waits_for_window(now));
+        let next = self
+            .running
+            .filter(|id| self.queue.contains(id) && can_work(id))
+            .or_else(|| self.queue.iter().copied().find(|id| can_work(id)))
+            .or_else(|| self.queue.front().copied());
+        match next {
+            Some(id) if self.running != Some(id) => {
+                self.running = Some(id);
+                if let Some(job) = self.jobs.get_mut(&id) {
                     job.handle(now, JobEvent::Resume);
                 }
             }
-            return;
+            Some(_) => {}
+            None => self.running = None,
         }
-        self.running = None;
     }
 }
 
@@ -200,6 +212,25 @@ mod tests {
         table.handle(now, AssignmentId(5), JobEvent::Cancel);
         let actions = drain(&mut table);
         assert!(actions.iter().any(|(id, a)| *id == AssignmentId(3) && matches!(a, JobAction::VerifyMetadata(_))));
+    }
+
+    #[test]
+    fn a_job_waiting_for_its_window_lets_the_next_job_work_and_gets_its_turn_back() {
+        let now = Timestamp::EPOCH;
+        let mut waiting = Job::new(now, assignment(1), Origin::Push).record().clone();
+        waiting.state = JobState::WaitingForWindow { until: now.saturating_add(std::time::Duration::from_secs(3600)) };
+        let mut table = JobTable::restore(vec![waiting], None);
+        table.assign(now, assignment(2), Origin::User);
+        table.resume(now);
+        let actions = drain(&mut table);
+        let verifying: Vec<_> =
+            actions.iter().filter(|(_, a)| matches!(a, JobAction::VerifyMetadata(_))).map(|(id, _)| *id).collect();
+        assert_eq!(verifying, vec![AssignmentId(2)], "the user's install works while the push waits: {actions:?}");
+        assert_eq!(table.poll_timeout(), None, "no timer but the working job's");
+        // Done: the waiting job gets its turn back (and, restored, verifies again).
+        table.handle(now, AssignmentId(2), JobEvent::Cancel);
+        let actions = drain(&mut table);
+        assert!(actions.iter().any(|(id, a)| *id == AssignmentId(1) && matches!(a, JobAction::VerifyMetadata(_))));
     }
 
     #[test]

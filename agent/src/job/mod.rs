@@ -362,6 +362,11 @@ impl Job {
         self.record.state.is_terminal()
     }
 
+    /// Whether the job is idle until its maintenance window opens after `now`.
+    pub fn waits_for_window(&self, now: Timestamp) -> bool {
+        matches!(self.record.state, JobState::WaitingForWindow { until } if until > now)
+    }
+
     /// Feeds one event in.
     pub fn handle(&mut self, now: Timestamp, event: JobEvent) {
         if self.is_terminal() {
