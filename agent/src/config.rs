@@ -4,11 +4,15 @@
 //! (`--config`), command-line flags. Guarantees: an unknown or mistyped key
 //! in the file is refused with an error naming the key and the file, and
 //! `log_level` is checked to be a valid filter before anything runs.
+//! `maintenance_window` is parsed here, once: written without a zone it is
+//! read in the host's time zone as it is at start-up (jiff's system zone:
+//! `TZ`, else `/etc/localtime`), resolved to that zone's IANA name.
 
 use crate::error::{AgentError, Result};
 use crate::local::policy::PullPolicy;
 use crate::state_dir::DEFAULT_STATE_DIR;
 use crate::throttle::Rate;
+use flotte_protocol::window::Window;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,6 +52,10 @@ pub struct AgentConfig {
     pub download_bandwidth_limit: Option<Rate>,
     /// The local socket and who may install through it (`[pull]`).
     pub pull: PullConfig,
+    /// When this host accepts required installs (pushes and deadline
+    /// installs); outside it they download and verify, then wait. `None`:
+    /// any time. Installs a user starts with `flotte install` ignore it.
+    pub maintenance_window: Option<Window>,
 }
 
 /// The `[pull]` section: the end users' side of the agent.
@@ -104,6 +112,8 @@ struct FileConfig {
     inventory_interval: Option<String>,
     /// A bandwidth, e.g. `"10 MiB/s"` or `"20 Mbit/s"`.
     download_bandwidth_limit: Option<String>,
+    /// e.g. `"sat,sun 00:00-06:00"`, optionally with a zone or offset.
+    maintenance_window: Option<String>,
     pull: Option<FilePull>,
 }
 
@@ -153,6 +163,11 @@ impl AgentConfig {
                         .map_err(|reason| AgentError::ConfigValue { key: "download_bandwidth_limit", reason })
                 })
                 .transpose()?,
+            maintenance_window: parsed
+                .maintenance_window
+                .as_deref()
+                .map(|spec| parse_window(spec, &jiff::tz::TimeZone::system()))
+                .transpose()?,
             pull: {
                 let file = parsed.pull.unwrap_or_default();
                 if file.socket.as_ref().is_some_and(|p| !p.is_absolute()) {
@@ -191,6 +206,15 @@ fn parse_duration(key: &'static str, text: &str) -> Result<Duration> {
     }
 }
 
+/// `maintenance_window`, read in `local` unless it names a zone or offset.
+fn parse_window(spec: &str, local: &jiff::tz::TimeZone) -> Result<Window> {
+    let key = "maintenance_window";
+    let window =
+        Window::parse_in_zone(spec, local).map_err(|e| AgentError::ConfigValue { key, reason: e.to_string() })?;
+    flotte_protocol::window::check(&window).map_err(|e| AgentError::ConfigValue { key, reason: e.to_string() })?;
+    Ok(window)
+}
+
 fn parse(text: &str, path: &Path) -> Result<FileConfig> {
     toml::from_str(text).map_err(|e| AgentError::ConfigParse { path: path.to_path_buf(), source: Box::new(e) })
 }
@@ -215,6 +239,41 @@ mod tests {
         assert!(!c.report_dpkg_packages);
         assert_eq!(c.inventory_interval, DEFAULT_INVENTORY_INTERVAL);
         assert_eq!(c.download_bandwidth_limit, None);
+        assert_eq!(c.maintenance_window, None);
+    }
+
+    #[test]
+    fn a_maintenance_window_is_read_in_the_local_zone_unless_it_names_one() {
+        let paris = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+        let table = [
+            ("sat,sun 00:00-06:00", "sat,sun 00:00-06:00 Europe/Paris"),
+            ("sat,sun 00:00-06:00 Asia/Tokyo", "sat,sun 00:00-06:00 Asia/Tokyo"),
+            ("mon-fri 22:00-05:00 +02:00", "mon,tue,wed,thu,fri 22:00-05:00 +02:00"),
+        ];
+        for (spec, expected) in table {
+            assert_eq!(parse_window(spec, &paris).unwrap().to_string(), expected, "{spec}");
+        }
+        let c = load_text("maintenance_window = \"daily 01:00-02:00 UTC\"\n", Overrides::default()).unwrap();
+        assert_eq!(
+            c.maintenance_window.map(|w| w.to_string()).as_deref(),
+            Some("mon,tue,wed,thu,fri,sat,sun 01:00-02:00 +00:00")
+        );
+        // Without a zone, the host's zone (whatever it is here) is kept by name or offset.
+        let c = load_text("maintenance_window = \"sat 00:00-06:00\"\n", Overrides::default()).unwrap();
+        assert!(c.maintenance_window.is_some());
+    }
+
+    #[test]
+    fn a_bad_maintenance_window_is_refused_by_key() {
+        for bad in
+            ["weekends", "sat 06:00-06:00", "caturday 00:00-06:00", "sat 00:00-06:00 Mars/Olympus", "sat 25:00-26:00"]
+        {
+            let err = load_text(&format!("maintenance_window = \"{bad}\"\n"), Overrides::default()).unwrap_err();
+            assert!(matches!(err, AgentError::ConfigValue { key: "maintenance_window", .. }), "{bad}: {err}");
+            assert!(err.to_string().contains("maintenance_window"), "{bad}: {err}");
+        }
+        let err = load_text("maintenance_window = 6\n", Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("maintenance_window"), "{err}");
     }
 
     #[test]

@@ -7,10 +7,20 @@
 //!   repeats its final report instead.
 //! - Jobs run one at a time, in arrival order, so no two installs (or two
 //!   downloads of the same content) ever overlap. Later jobs are journaled
-//!   and reported `Received` at once and wait their turn.
+//!   and reported `Received` at once and wait their turn. A job waiting for
+//!   its maintenance window (downloaded, verified, idle) lends its turn to
+//!   the next job that can work (a user's `flotte install` is not stuck
+//!   behind a push waiting for the weekend) and takes it back, in arrival
+//!   order, once the job at work is done or waits too. Only the job whose
+//!   turn it is gets its timer, so a window opening never starts an install
+//!   while another job is at work.
+//! - Every job learns the agent's maintenance window from the table (the
+//!   current config, also for jobs read back after a restart); whether it
+//!   applies is the job's own, journaled, [`Origin`].
 
-use crate::job::{Job, JobAction, JobEvent, JobRecord};
+use crate::job::{Job, JobAction, JobEvent, JobRecord, Origin};
 use flotte_protocol::messages::Assignment;
+use flotte_protocol::window::Window;
 use flotte_protocol::{AssignmentId, Timestamp};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -22,28 +32,46 @@ pub struct JobTable {
     queue: VecDeque<AssignmentId>,
     /// The job that was last given `Resume` as the front of the queue.
     running: Option<AssignmentId>,
+    /// The agent's maintenance window (`maintenance_window`).
+    agent_window: Option<Window>,
 }
 
 impl JobTable {
     /// The table after a restart: unfinished jobs queue in the order they
     /// were received (then by id); none runs until [`JobTable::resume`].
-    pub fn restore(records: Vec<JobRecord>) -> Self {
-        let mut table = JobTable::default();
+    pub fn restore(records: Vec<JobRecord>, agent_window: Option<Window>) -> Self {
+        let mut table = JobTable { agent_window, ..JobTable::default() };
         let mut pending: Vec<(Timestamp, AssignmentId)> =
             records.iter().filter(|r| !r.state.is_terminal()).map(|r| (r.received_at, r.id)).collect();
         pending.sort();
         table.queue = pending.into_iter().map(|(_, id)| id).collect();
-        table.jobs = records.into_iter().map(|r| (r.id, Job::restore(r))).collect();
+        let window = table.agent_window.clone();
+        table.jobs = records
+            .into_iter()
+            .map(|r| {
+                let mut job = Job::restore(r);
+                job.set_agent_window(window.clone());
+                (job.id(), job)
+            })
+            .collect();
         table
     }
 
-    /// Handles `ControllerMessage::Assign`.
-    pub fn assign(&mut self, now: Timestamp, assignment: Assignment) {
+    /// An empty table whose required installs wait for `agent_window`.
+    pub fn with_window(agent_window: Option<Window>) -> Self {
+        JobTable { agent_window, ..JobTable::default() }
+    }
+
+    /// Handles `ControllerMessage::Assign` (a push) or an offer's install
+    /// (`origin` says which).
+    pub fn assign(&mut self, now: Timestamp, assignment: Assignment, origin: Origin) {
         let id = assignment.id;
         match self.jobs.get_mut(&id) {
             Some(job) => job.handle(now, JobEvent::Redelivered),
             None => {
-                self.jobs.insert(id, Job::new(now, assignment));
+                let mut job = Job::new(now, assignment, origin);
+                job.set_agent_window(self.agent_window.clone());
+                self.jobs.insert(id, job);
                 self.queue.push_back(id);
             }
         }
@@ -69,11 +97,11 @@ impl JobTable {
 
     /// The earliest time any job wants [`JobTable::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.jobs.values().filter_map(Job::poll_timeout).min()
+        self.running.and_then(|id| self.jobs.get(&id)).and_then(Job::poll_timeout)
     }
 
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        for job in self.jobs.values_mut() {
+        if let Some(job) = self.running.and_then(|id| self.jobs.get_mut(&id)) {
             job.handle_timeout(now);
         }
         self.advance(now);
@@ -97,22 +125,28 @@ impl JobTable {
         self.jobs.contains_key(&id)
     }
 
-    /// Drops finished jobs from the front of the queue and starts the next.
+    /// Drops finished jobs from the queue and gives the turn: the job at
+    /// work keeps it; else the first job in arrival order that is not
+    /// waiting for its window; else the first job.
     fn advance(&mut self, now: Timestamp) {
-        while let Some(front) = self.queue.front().copied() {
-            if self.jobs.get(&front).is_none_or(Job::is_terminal) {
-                self.queue.pop_front();
-                continue;
-            }
-            if self.running != Some(front) {
-                self.running = Some(front);
-                if let Some(job) = self.jobs.get_mut(&front) {
+        let jobs = &self.jobs;
+        self.queue.retain(|id| jobs.get(id).is_some_and(|j| !j.is_terminal()));
+        let can_work = |id: &AssignmentId| jobs.get(id).is_some_and(|j| !j.waits_for_window(now));
+        let next = self
+            .running
+            .filter(|id| self.queue.contains(id) && can_work(id))
+            .or_else(|| self.queue.iter().copied().find(|id| can_work(id)))
+            .or_else(|| self.queue.front().copied());
+        match next {
+            Some(id) if self.running != Some(id) => {
+                self.running = Some(id);
+                if let Some(job) = self.jobs.get_mut(&id) {
                     job.handle(now, JobEvent::Resume);
                 }
             }
-            return;
+            Some(_) => {}
+            None => self.running = None,
         }
-        self.running = None;
     }
 }
 
@@ -143,8 +177,8 @@ mod tests {
     fn a_duplicate_assign_creates_no_second_job() {
         let now = Timestamp::EPOCH;
         let mut table = JobTable::default();
-        table.assign(now, assignment(1));
-        table.assign(now, assignment(1));
+        table.assign(now, assignment(1), Origin::Push);
+        table.assign(now, assignment(1), Origin::Push);
         let actions = drain(&mut table);
         assert_eq!(count(&actions, |a| matches!(a, JobAction::VerifyMetadata(_))), 1, "{actions:?}");
         assert_eq!(count(&actions, |a| matches!(a, JobAction::Report(r) if r.state == InstallState::Received)), 1);
@@ -154,11 +188,11 @@ mod tests {
     fn a_duplicate_of_a_finished_job_repeats_the_final_report_only() {
         let now = Timestamp::EPOCH;
         let mut table = JobTable::default();
-        table.assign(now, assignment(1));
+        table.assign(now, assignment(1), Origin::Push);
         drain(&mut table);
         table.handle(now, AssignmentId(1), JobEvent::Cancel);
         drain(&mut table);
-        table.assign(now, assignment(1));
+        table.assign(now, assignment(1), Origin::Push);
         let actions = drain(&mut table);
         assert_eq!(actions.len(), 1, "{actions:?}");
         assert!(matches!(&actions[0].1, JobAction::Report(r) if matches!(r.state, InstallState::Failed { .. })));
@@ -168,8 +202,8 @@ mod tests {
     fn jobs_run_one_at_a_time_in_arrival_order() {
         let now = Timestamp::EPOCH;
         let mut table = JobTable::default();
-        table.assign(now, assignment(5));
-        table.assign(now, assignment(3));
+        table.assign(now, assignment(5), Origin::Push);
+        table.assign(now, assignment(3), Origin::Push);
         let actions = drain(&mut table);
         let verifying: Vec<_> =
             actions.iter().filter(|(_, a)| matches!(a, JobAction::VerifyMetadata(_))).map(|(id, _)| *id).collect();
@@ -181,10 +215,29 @@ mod tests {
     }
 
     #[test]
+    fn a_job_waiting_for_its_window_lets_the_next_job_work_and_gets_its_turn_back() {
+        let now = Timestamp::EPOCH;
+        let mut waiting = Job::new(now, assignment(1), Origin::Push).record().clone();
+        waiting.state = JobState::WaitingForWindow { until: now.saturating_add(std::time::Duration::from_secs(3600)) };
+        let mut table = JobTable::restore(vec![waiting], None);
+        table.assign(now, assignment(2), Origin::User);
+        table.resume(now);
+        let actions = drain(&mut table);
+        let verifying: Vec<_> =
+            actions.iter().filter(|(_, a)| matches!(a, JobAction::VerifyMetadata(_))).map(|(id, _)| *id).collect();
+        assert_eq!(verifying, vec![AssignmentId(2)], "the user's install works while the push waits: {actions:?}");
+        assert_eq!(table.poll_timeout(), None, "no timer but the working job's");
+        // Done: the waiting job gets its turn back (and, restored, verifies again).
+        table.handle(now, AssignmentId(2), JobEvent::Cancel);
+        let actions = drain(&mut table);
+        assert!(actions.iter().any(|(id, a)| *id == AssignmentId(1) && matches!(a, JobAction::VerifyMetadata(_))));
+    }
+
+    #[test]
     fn a_restored_table_resumes_only_unfinished_jobs() {
         let now = Timestamp::EPOCH;
         let mut done = JobTable::default();
-        done.assign(now, assignment(1));
+        done.assign(now, assignment(1), Origin::Push);
         done.handle(now, AssignmentId(1), JobEvent::Cancel);
         let mut finished = done.get(AssignmentId(1)).unwrap().record().clone();
         assert!(matches!(finished.state, JobState::Failed { class: FailureClass::Download, .. }));
@@ -193,7 +246,7 @@ mod tests {
         open.id = AssignmentId(2);
         open.state = JobState::Downloading { offset: 4 };
 
-        let mut table = JobTable::restore(vec![finished, open]);
+        let mut table = JobTable::restore(vec![finished, open], None);
         assert_eq!(drain(&mut table), vec![], "nothing happens before resume");
         table.resume(now);
         let actions = drain(&mut table);

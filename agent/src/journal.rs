@@ -74,6 +74,8 @@ mod tests {
             restarts: 2,
             backup_taken: false,
             not_before: None,
+            windowed: true,
+            rollout_window: Some("sat 00:00-06:00 Europe/Paris".parse().unwrap()),
         };
         journal.save(&record).unwrap();
         std::fs::write(state.jobs_dir().join("5.json"), "not json").unwrap();

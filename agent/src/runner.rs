@@ -14,8 +14,10 @@
 //!   `Welcome` all unacknowledged reports are sent again and the running
 //!   job resumes.
 //! - Shutdown closes the connection with code 0.
-//! - Timers (download and step retries, holds, health-check runs during
-//!   probation) fire whether or not the controller is reachable.
+//! - Timers (download and step retries, holds, maintenance-window openings,
+//!   health-check runs during probation) fire whether or not the controller
+//!   is reachable, and within `WALL_CLOCK_RECHECK` of their wall-clock
+//!   time even if the clock stepped or the host slept meanwhile.
 //! - The local socket for `flotte` is served from the same loop ([`pull`]):
 //!   its requests are handled between other events, never concurrently
 //!   with a job step. If the socket cannot be bound the agent logs why and
@@ -35,7 +37,7 @@ use crate::error::{AgentError, Result};
 use crate::failpoint;
 use crate::install::Backends;
 use crate::inventory;
-use crate::job::{JobAction, JobEvent, JobRecord, StepFailure};
+use crate::job::{JobAction, JobEvent, JobRecord, Origin, StepFailure};
 use crate::jobs::JobTable;
 use crate::journal::Journal;
 use crate::local::server::{Listener, LocalCall};
@@ -54,6 +56,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+/// Longest sleep before a pending timer is checked against the wall clock
+/// again: timers are wall-clock times (a maintenance window opens at 00:00
+/// local), but tokio sleeps on the monotonic clock, which neither follows a
+/// clock step nor counts a suspend. Only while a timer is pending.
+const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(10);
 
 /// Clock difference to the controller worth a warning.
 const SKEW_WARNING: Duration = Duration::from_secs(300);
@@ -145,7 +153,7 @@ impl Agent {
         let outbox = Outbox::load(&state.outbox())?;
         let records = journal.load_all()?;
         let checkpoints = records.iter().map(|r: &JobRecord| (r.id, r.state.checkpoint())).collect();
-        let jobs = JobTable::restore(records);
+        let jobs = JobTable::restore(records, config.maintenance_window.clone());
         let backends = Backends::new(&config, &state).map_err(|e| AgentError::Installer { reason: e.to_string() })?;
         let mut catalog = Catalog::load(&state.catalog())?;
         catalog.forget_taken(|id| jobs.contains(id))?;
@@ -205,6 +213,9 @@ impl Agent {
     pub async fn run(mut self, mut shutdown: impl Future<Output = ()> + Unpin) {
         let e = &self.enrollment;
         tracing::info!(agent_id = %e.agent_id, controller = %e.controller, quic_port = e.quic_port, "agent starting");
+        if let Some(window) = &self.config.maintenance_window {
+            tracing::info!(%window, "required installs wait for the maintenance window");
+        }
         self.jobs.resume(now());
         self.drive().await;
         loop {
@@ -259,7 +270,7 @@ impl Agent {
         let mut fut = std::pin::pin!(fut);
         loop {
             let wake = self.wake_at();
-            let sleep = wake.map_or(Duration::ZERO, |at| at.saturating_since(now()));
+            let sleep = wake.map_or(Duration::ZERO, |at| at.saturating_since(now()).min(WALL_CLOCK_RECHECK));
             tokio::select! {
                 out = &mut fut => return Some(out),
                 () = &mut *shutdown => return None,
@@ -303,7 +314,7 @@ impl Agent {
             let Some(link) = self.link.as_mut() else {
                 return Some(AgentError::Stream { stream: "control", reason: "no session".into() });
             };
-            let sleep = wake.map_or(Duration::ZERO, |at| at.saturating_since(now()));
+            let sleep = wake.map_or(Duration::ZERO, |at| at.saturating_since(now()).min(WALL_CLOCK_RECHECK));
             let input = tokio::select! {
                 () = &mut *shutdown => Input::Shutdown,
                 message = link.next() => Input::Control(message),
@@ -364,7 +375,7 @@ impl Agent {
         match message {
             ControllerMessage::Assign(assignment) => {
                 tracing::info!(assignment = %assignment.id, "assignment received");
-                self.jobs.assign(now(), assignment);
+                self.jobs.assign(now(), assignment, Origin::Push);
                 self.drive().await;
             }
             ControllerMessage::Cancel { assignment } if self.jobs.contains(assignment) => {

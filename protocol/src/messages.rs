@@ -241,6 +241,10 @@ pub enum InstallState {
     /// The user postponed the required install until `until`; `remaining`
     /// deferrals are left.
     Deferred { until: Timestamp, remaining: u32 },
+    /// The content is downloaded and verified; the install waits for the
+    /// agent's maintenance window (and, for a deadline install, the
+    /// rollout's), which next opens at `until`. Still in flight.
+    WaitingForWindow { until: Timestamp },
 }
 
 impl InstallState {
@@ -270,6 +274,7 @@ impl InstallState {
             InstallState::RollbackFailed { .. } => "rollback_failed",
             InstallState::Offered => "offered",
             InstallState::Deferred { .. } => "deferred",
+            InstallState::WaitingForWindow { .. } => "waiting_for_window",
         }
     }
 

@@ -21,7 +21,12 @@
 //!   outside is the tz database, immutable reference data: named zones come
 //!   from the system's (`/usr/share/zoneinfo`, Debian package `tzdata`)
 //!   through jiff, which caches them. This is the protocol crate's single,
-//!   deliberate exception to "no files" (see ARCHITECTURE.md).
+//!   deliberate exception to "no files" (see ARCHITECTURE.md). The host's
+//!   own zone is never read here: [`Window::parse_in_zone`] takes it as an
+//!   argument (the agent passes jiff's system zone).
+//! - A window without a zone or offset means UTC, everywhere the window
+//!   value is read (rollout windows included); "the host's local time" is
+//!   resolved once, when the agent reads its config, into a named zone.
 
 use crate::Timestamp;
 use jiff::civil::{Date, DateTime};
@@ -232,6 +237,56 @@ impl Window {
     }
 }
 
+impl Window {
+    /// Parses `spec` like [`str::parse`], except that a window given
+    /// without a zone or offset is read in `local`, the host's time zone
+    /// (the agent's `maintenance_window`). The window keeps the zone's IANA
+    /// name, so it travels and prints like one written with it. A local zone
+    /// without a usable name (a fixed offset, an unnamed `/etc/localtime`,
+    /// UTC without tzdata) is kept as its offset if it has no
+    /// daylight-saving rules, and refused otherwise.
+    /// Rollout windows are parsed with [`str::parse`]: no zone there means UTC.
+    pub fn parse_in_zone(spec: &str, local: &TimeZone) -> Result<Window, WindowError> {
+        let mut window: Window = spec.parse()?;
+        if spec.split_whitespace().count() == 2 {
+            // A name the tz database cannot resolve (no tzdata) is no use later.
+            match local.iana_name().filter(|name| named_zone(name).is_ok()) {
+                Some(name) => window.zone = Some(name.to_string()),
+                None => {
+                    let offset = local.to_fixed_offset().map_err(|_| WindowError::Zone {
+                        zone: "local".into(),
+                        reason: "the host's time zone has no IANA name; name one".into(),
+                    })?;
+                    window.offset = i16::try_from(offset.seconds() / 60).unwrap_or(0);
+                }
+            }
+        }
+        Ok(window)
+    }
+
+    /// The earliest time at or after `t` at which every one of `windows` is
+    /// open (`t` itself for none), or `None` if they do not overlap within
+    /// two weeks (so never, as windows repeat weekly).
+    pub fn next_open_all(windows: &[Window], t: Timestamp) -> Option<Timestamp> {
+        let horizon = t.saturating_add(std::time::Duration::from_secs(15 * 86_400));
+        let mut at = t;
+        // Each round moves `at` to some window's next opening, never past
+        // the earliest common one; there are few openings in two weeks.
+        for _ in 0..256 {
+            if at > horizon {
+                return None;
+            }
+            if windows.iter().all(|w| w.is_open(at)) {
+                return Some(at);
+            }
+            for w in windows {
+                at = w.next_open(at);
+            }
+        }
+        None
+    }
+}
+
 /// Checks that a window opens on at least one day.
 pub fn check(w: &Window) -> Result<(), WindowError> {
     if w.days.iter().any(|d| *d) { Ok(()) } else { Err(WindowError::NeverOpens(w.to_string())) }
@@ -355,5 +410,42 @@ mod tests {
         }
         let w: Window = "sat,sun 00:00-06:00 +01:00".parse().unwrap();
         assert_eq!(w.to_string(), "sat,sun 00:00-06:00 +01:00");
+    }
+
+    #[test]
+    fn a_window_without_a_zone_can_be_read_in_the_local_zone() {
+        let paris = TimeZone::get("Europe/Paris").unwrap();
+        let w = Window::parse_in_zone("sat,sun 00:00-06:00", &paris).unwrap();
+        assert_eq!(w.to_string(), "sat,sun 00:00-06:00 Europe/Paris");
+        // A zone or offset that is given wins over the local zone.
+        let w = Window::parse_in_zone("sat 00:00-06:00 +03:00", &paris).unwrap();
+        assert_eq!(w.to_string(), "sat 00:00-06:00 +03:00");
+        let w = Window::parse_in_zone("sat 00:00-06:00 America/New_York", &paris).unwrap();
+        assert_eq!(w.zone.as_deref(), Some("America/New_York"));
+        // A local zone without a name but with a fixed offset keeps the offset.
+        let fixed = TimeZone::fixed(jiff::tz::offset(-5));
+        let w = Window::parse_in_zone("sat 00:00-06:00", &fixed).unwrap();
+        assert_eq!(w.to_string(), "sat 00:00-06:00 -05:00");
+        assert!(Window::parse_in_zone("sat 06:00-06:00", &paris).is_err());
+        // Without the local zone, no zone still means UTC (rollout windows).
+        assert_eq!("sat 00:00-06:00".parse::<Window>().unwrap().to_string(), "sat 00:00-06:00 +00:00");
+    }
+
+    #[test]
+    fn several_windows_open_together_at_their_first_common_instant() {
+        let table: &[(&[&str], &str, Option<&str>)] = &[
+            (&[], "2026-12-04T15:00:00Z", Some("2026-12-04T15:00:00Z")),
+            (&["sat,sun 00:00-06:00"], "2026-12-04T15:00:00Z", Some("2026-12-05T00:00:00Z")),
+            // The agent's weekend nights and the rollout's early mornings.
+            (&["sat,sun 00:00-06:00", "daily 04:00-08:00"], "2026-12-04T15:00:00Z", Some("2026-12-05T04:00:00Z")),
+            // Both open now: now.
+            (&["sat,sun 00:00-06:00", "daily 04:00-08:00"], "2026-12-05T05:00:00Z", Some("2026-12-05T05:00:00Z")),
+            // Saturday only, and Sunday only: never together.
+            (&["sat 00:00-06:00", "sun 00:00-06:00"], "2026-12-04T15:00:00Z", None),
+        ];
+        for (specs, at, expected) in table {
+            let windows: Vec<Window> = specs.iter().map(|s| s.parse().unwrap()).collect();
+            assert_eq!(Window::next_open_all(&windows, t(at)), expected.map(t), "{specs:?} after {at}");
+        }
     }
 }

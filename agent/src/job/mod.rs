@@ -4,8 +4,9 @@
 //! No IO and no clock: the shell passes `now`.
 //!
 //! ```text
-//! Received → [Waiting] → VerifyingMetadata → Downloading → VerifyingContent → Staging → Preflight
-//!   → [BackingUp] → Installing (switch) → Detecting → [HealthChecking (probation)] → Committing → Succeeded
+//! Received → [Waiting] → VerifyingMetadata → Downloading → VerifyingContent → [WaitingForWindow]
+//!   → Staging → Preflight → [BackingUp] → Installing (switch) → Detecting → [HealthChecking (probation)]
+//!   → Committing → Succeeded
 //!
 //! before the switch:  any failure ──────────────────────────────→ Failed{class, message}
 //! from the switch on: switch / detection / health failure, or a restart
@@ -32,6 +33,16 @@
 //! - Transient failures (a lost link, a full disk, TUF metadata that could
 //!   not be fetched) are retried with exponential backoff; verification
 //!   verdicts, preflight, detection and health failures are not.
+//! - A required install ([`Origin::Push`], [`Origin::Deadline`]) changes
+//!   nothing on the host outside its maintenance windows (the agent's, and
+//!   for a deadline install also the rollout's; all must be open at once):
+//!   it downloads and verifies its content, then waits in
+//!   `WaitingForWindow` (journaled and reported `waiting_for_window` with
+//!   the opening, repeated every [`WINDOW_REPORT_INTERVAL`]) and stages at
+//!   the first instant all are open, checked again against `now` when the
+//!   timer fires. A restart while waiting
+//!   verifies again and waits again. An install a user started
+//!   ([`Origin::User`]) is the user's choice and ignores the windows.
 //! - A terminal job never changes again; late or stale events (an old
 //!   download attempt, a result nobody waits for) are ignored.
 
@@ -42,6 +53,7 @@ mod tests;
 pub use record::{Baseline, JobRecord, JobState, PackageRef, Recovery, ReportDraft};
 
 use flotte_protocol::messages::{Assignment, FailureClass, InstallState, bounded_message};
+use flotte_protocol::window::Window;
 use flotte_protocol::{
     DetectRule, HealthCheck, InstallerKind, ReleaseMetadata, ReleaseRef, Sha256Digest, Timestamp, VerifiedRelease,
     VerifyError,
@@ -64,6 +76,24 @@ pub const MAX_RESTARTS: u32 = 3;
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest one health-check run may take, unless the release says.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who asked for an install, which decides the maintenance windows it waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Required by the controller: the agent's window applies.
+    Push,
+    /// A pull offer whose deadline (or notice) passed: the agent's window
+    /// and the rollout's, if it has one, apply.
+    Deadline { rollout_window: Option<Window> },
+    /// A user's `flotte install`: installs at once.
+    User,
+}
+
+/// While a job waits for its maintenance window it repeats its
+/// `waiting_for_window` report this often, so that a rollout's silence
+/// deadline (24 h by default) does not count a host that is only waiting,
+/// say from Monday to the weekend, as silent.
+pub const WINDOW_REPORT_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 
 /// One install step the shell carries out for a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,12 +272,20 @@ pub struct Job {
     /// Read back from the journal and not yet resumed: the next `Resume`
     /// follows the restart table.
     restored: bool,
+    /// The agent's maintenance window, from its config (applies only if
+    /// the record is `windowed`).
+    agent_window: Option<Window>,
     actions: VecDeque<JobAction>,
 }
 
 impl Job {
     /// A newly received assignment: journal it, then report `Received`.
-    pub fn new(now: Timestamp, assignment: Assignment) -> Self {
+    pub fn new(now: Timestamp, assignment: Assignment, origin: Origin) -> Self {
+        let (windowed, rollout_window) = match origin {
+            Origin::Push => (true, None),
+            Origin::Deadline { rollout_window } => (true, rollout_window),
+            Origin::User => (false, None),
+        };
         let record = JobRecord {
             id: assignment.id,
             release: assignment.release,
@@ -261,6 +299,8 @@ impl Job {
             restarts: 0,
             backup_taken: false,
             not_before: None,
+            windowed,
+            rollout_window,
         };
         let mut job = Job::fresh(record);
         job.persist();
@@ -288,8 +328,21 @@ impl Job {
             timer: None,
             refusal: None,
             restored: false,
+            agent_window: None,
             actions: VecDeque::new(),
         }
+    }
+
+    /// Sets the agent's maintenance window (from its config, so a changed
+    /// config applies after a restart); used from the next content check on.
+    pub fn set_agent_window(&mut self, window: Option<Window>) {
+        self.agent_window = window;
+    }
+
+    /// The windows that must all be open for this job to install.
+    fn windows(&self) -> Vec<Window> {
+        let agent = self.agent_window.iter().filter(|_| self.record.windowed);
+        agent.chain(&self.record.rollout_window).cloned().collect()
     }
 
     pub fn id(&self) -> flotte_protocol::AssignmentId {
@@ -307,6 +360,11 @@ impl Job {
 
     pub fn is_terminal(&self) -> bool {
         self.record.state.is_terminal()
+    }
+
+    /// Whether the job is idle until its maintenance window opens after `now`.
+    pub fn waits_for_window(&self, now: Timestamp) -> bool {
+        matches!(self.record.state, JobState::WaitingForWindow { until } if until > now)
     }
 
     /// Feeds one event in.
@@ -436,6 +494,7 @@ impl Job {
         match self.record.state {
             JobState::Waiting { .. } => self.proceed(now),
             JobState::VerifyingMetadata => self.start_verify(now),
+            JobState::WaitingForWindow { .. } => self.install_when_open(now),
             JobState::Downloading { .. } => self.start_fetch(),
             JobState::Staging => self.run_step(Step::Stage),
             JobState::BackingUp => self.run_step(Step::Backup),
@@ -595,7 +654,34 @@ impl Job {
             return self.fail(now, FailureClass::Verification, message, None);
         }
         self.failures = 0;
-        self.advance_to(now, JobState::Staging);
+        self.install_when_open(now);
+    }
+
+    /// Stages now if every window is open, else waits (journaled and
+    /// reported) for the first instant they all are.
+    fn install_when_open(&mut self, now: Timestamp) {
+        let windows = self.windows();
+        match Window::next_open_all(&windows, now) {
+            Some(at) if at <= now => self.advance_to(now, JobState::Staging),
+            Some(until) => {
+                if self.record.state == (JobState::WaitingForWindow { until }) {
+                    self.report(); // still waiting: say so again
+                } else {
+                    self.enter(now, JobState::WaitingForWindow { until });
+                }
+                self.timer = Some(until.min(now.saturating_add(WINDOW_REPORT_INTERVAL)));
+            }
+            None => {
+                let list: Vec<String> = windows.iter().map(|w| format!("`{w}`")).collect();
+                let message = format!(
+                    "the agent's and the rollout's maintenance windows ({}) are never open at the same time; \
+                     change the agent's maintenance_window or the rollout's window",
+                    list.join(" and ")
+                );
+                self.delete_download();
+                self.fail(now, FailureClass::Preflight, message, None);
+            }
+        }
     }
 
     /// Enters a step state and starts its step.
@@ -825,6 +911,7 @@ impl Job {
                 InstallState::Downloading { offset: *offset, total }
             }
             JobState::VerifyingContent => InstallState::Verifying,
+            JobState::WaitingForWindow { until } => InstallState::WaitingForWindow { until: *until },
             JobState::Staging => InstallState::Installing,
             JobState::HealthChecking { .. } => InstallState::HealthChecking,
             JobState::Succeeded => InstallState::Succeeded,

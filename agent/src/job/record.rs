@@ -10,6 +10,7 @@
 //!   version is ever resumed forward without its commit being journaled.
 
 use flotte_protocol::messages::{FailureClass, InstallState, Report};
+use flotte_protocol::window::Window;
 use flotte_protocol::{AssignmentId, InstallerKind, ReleaseRef, Sha256Digest, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,9 @@ pub enum JobState {
     Downloading { offset: u64 },
     /// All bytes are on disk; size and sha256 are being compared.
     VerifyingContent,
+    /// The content matched the signed metadata and is kept; the install
+    /// waits for its maintenance windows, which next open together at `until`.
+    WaitingForWindow { until: Timestamp },
     /// The content matched the signed metadata; the installer is staging it
     /// next to the active version.
     Staging,
@@ -98,6 +102,7 @@ impl JobState {
                 | JobState::VerifyingMetadata
                 | JobState::Downloading { .. }
                 | JobState::VerifyingContent
+                | JobState::WaitingForWindow { .. }
         )
     }
 
@@ -115,6 +120,7 @@ impl JobState {
             JobState::VerifyingMetadata => "verifying-metadata",
             JobState::Downloading { .. } => "downloading",
             JobState::VerifyingContent => "downloaded",
+            JobState::WaitingForWindow { .. } => "awaiting-window",
             JobState::Staging => "verified",
             JobState::Preflight => "staged",
             JobState::BackingUp => "preflight-passed",
@@ -137,7 +143,8 @@ impl JobState {
             | JobState::Waiting { .. }
             | JobState::VerifyingMetadata
             | JobState::Downloading { .. }
-            | JobState::VerifyingContent => Recovery::Resume,
+            | JobState::VerifyingContent
+            | JobState::WaitingForWindow { .. } => Recovery::Resume,
             JobState::Staging | JobState::Preflight | JobState::BackingUp => Recovery::ResumeRisky,
             JobState::Installing | JobState::Detecting | JobState::HealthChecking { .. } => Recovery::RollBack,
             JobState::Committing => Recovery::FinishCommit,
@@ -183,6 +190,13 @@ pub struct JobRecord {
     /// Do not start downloading before this time (the waiting hook).
     #[serde(default)]
     pub not_before: Option<Timestamp>,
+    /// Whether the agent's maintenance window applies (a required install:
+    /// a push or a deadline; not one a user started).
+    #[serde(default)]
+    pub windowed: bool,
+    /// The rollout's maintenance window a deadline install must also wait for.
+    #[serde(default)]
+    pub rollout_window: Option<Window>,
 }
 
 /// The active version of the package before the job changed anything.
@@ -246,6 +260,7 @@ mod tests {
             JobState::VerifyingMetadata,
             JobState::Downloading { offset: 0 },
             JobState::VerifyingContent,
+            JobState::WaitingForWindow { until: t },
             JobState::Staging,
             JobState::Preflight,
             JobState::BackingUp,
@@ -270,6 +285,7 @@ mod tests {
             ("verifying-metadata", Resume),
             ("downloading", Resume),
             ("downloaded", Resume),
+            ("awaiting-window", Resume),
             ("verified", ResumeRisky),
             ("staged", ResumeRisky),
             ("preflight-passed", ResumeRisky),
@@ -303,5 +319,6 @@ mod tests {
             "since":"1970-01-01T00:00:00.006Z","baseline":null,"active_after":null}"#;
         let record: JobRecord = serde_json::from_str(json).unwrap();
         assert_eq!((record.restarts, record.backup_taken, record.package), (0, false, None));
+        assert_eq!((record.windowed, record.rollout_window), (false, None));
     }
 }

@@ -307,7 +307,7 @@ impl Sim {
 
 fn start(sim: &mut Sim, release: TestRelease) -> Job {
     sim.list(&release);
-    let mut job = Job::new(sim.now, assignment(release));
+    let mut job = Job::new(sim.now, assignment(release), Origin::Push);
     sim.run(&mut job);
     sim.feed(&mut job, JobEvent::Resume);
     job
@@ -425,7 +425,7 @@ fn a_failed_rollback_quarantines_the_package_before_journaling_and_blocks_the_ne
 
     // The next push of the same package is refused before any download.
     let before = sim.log.len();
-    let mut next = Job::new(sim.now, Assignment { id: AssignmentId(8), ..assignment(good_release()) });
+    let mut next = Job::new(sim.now, Assignment { id: AssignmentId(8), ..assignment(good_release()) }, Origin::Push);
     sim.run(&mut next);
     sim.feed(&mut next, JobEvent::Resume);
     let JobState::Failed { class: FailureClass::Preflight, message } = next.state() else {
@@ -814,7 +814,7 @@ fn cancel_stops_a_download_but_not_an_install() {
     assert!(matches!(job.state(), JobState::Failed { class: FailureClass::Download, .. }));
 
     let mut sim = Sim::new();
-    let mut job = Job::new(sim.now, assignment(good_release()));
+    let mut job = Job::new(sim.now, assignment(good_release()), Origin::Push);
     sim.run(&mut job);
     job.handle(sim.now, JobEvent::Resume);
     job.handle(sim.now, JobEvent::MetadataChecked(sim.verify(&good_release().reference)));
@@ -829,7 +829,7 @@ fn cancel_stops_a_download_but_not_an_install() {
 fn a_hold_delays_the_download_until_its_time_even_across_a_restart() {
     let mut sim = Sim::new();
     let until = sim.now.saturating_add(Duration::from_secs(3600));
-    let mut job = Job::new(sim.now, assignment(good_release()));
+    let mut job = Job::new(sim.now, assignment(good_release()), Origin::Push);
     sim.run(&mut job);
     job.handle(sim.now, JobEvent::Hold { until });
     sim.feed(&mut job, JobEvent::Resume);
@@ -908,4 +908,172 @@ fn metadata_that_cannot_be_fetched_is_asked_for_again_and_then_refused() {
         panic!("{:?}", sim.last_report())
     };
     assert!(message.contains("TUF metadata unavailable") && message.contains("connection lost"), "{message}");
+}
+
+/// UTC time from RFC 3339.
+fn at(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).unwrap()
+}
+
+fn window(spec: &str) -> Window {
+    spec.parse().unwrap()
+}
+
+/// A job of `origin` on an agent whose maintenance window is `agent_window`,
+/// received and resumed at `now`.
+fn start_windowed(sim: &mut Sim, now: &str, origin: Origin, agent_window: Option<&str>) -> Job {
+    sim.now = at(now);
+    sim.list(&good_release());
+    let mut job = Job::new(sim.now, assignment(good_release()), origin);
+    job.set_agent_window(agent_window.map(window));
+    sim.run(&mut job);
+    sim.feed(&mut job, JobEvent::Resume);
+    job
+}
+
+fn staged(sim: &Sim) -> bool {
+    sim.count(|a| matches!(a, JobAction::Stage { .. })) > 0
+}
+
+#[test]
+fn a_required_install_waits_for_its_maintenance_windows_after_downloading_and_verifying() {
+    let weekend = Some("sat,sun 00:00-06:00 UTC");
+    let deadline = |w: Option<&str>| Origin::Deadline { rollout_window: w.map(window) };
+    // 2026-12-04 is a Friday.
+    let friday = "2026-12-04T15:00:00Z";
+    /// (what, origin, agent window, now, when it installs: None = at once)
+    type Case = (&'static str, Origin, Option<&'static str>, &'static str, Option<&'static str>);
+    let table: Vec<Case> = vec![
+        ("push, window closed", Origin::Push, weekend, friday, Some("2026-12-05T00:00:00Z")),
+        ("push, window open", Origin::Push, weekend, "2026-12-05T01:00:00Z", None),
+        ("push, no window configured", Origin::Push, None, friday, None),
+        ("a user's install ignores the window", Origin::User, weekend, friday, None),
+        ("deadline: agent window only", deadline(None), weekend, friday, Some("2026-12-05T00:00:00Z")),
+        (
+            "deadline: both must be open",
+            deadline(Some("daily 04:00-08:00")),
+            weekend,
+            friday,
+            Some("2026-12-05T04:00:00Z"),
+        ),
+        (
+            "deadline: rollout window only",
+            deadline(Some("daily 04:00-08:00")),
+            None,
+            friday,
+            Some("2026-12-05T04:00:00Z"),
+        ),
+        ("deadline: both open now", deadline(Some("daily 04:00-08:00")), weekend, "2026-12-05T05:00:00Z", None),
+    ];
+    for (what, origin, agent_window, now, opens) in table {
+        let mut sim = Sim::new();
+        let mut job = start_windowed(&mut sim, now, origin, agent_window);
+        let fetched = sim.count(|a| matches!(a, JobAction::Fetch { .. }));
+        assert_eq!(fetched, 1, "{what}: downloads at once");
+        let Some(opens) = opens.map(at) else {
+            assert_eq!(job.state(), &JobState::Succeeded, "{what}: installs at once");
+            assert!(!sim.states().contains(&"waiting_for_window"), "{what}");
+            continue;
+        };
+        assert_eq!(job.state(), &JobState::WaitingForWindow { until: opens }, "{what}");
+        assert_eq!(sim.states(), ["received", "downloading", "verifying", "waiting_for_window"], "{what}");
+        assert_eq!(sim.last_report().state, InstallState::WaitingForWindow { until: opens }, "{what}");
+        assert_eq!(sim.last_report().active_after.as_deref(), Some("1.0"), "{what}: the old version stays");
+        assert!(!staged(&sim), "{what}: nothing on the host changes before the window");
+        assert!(matches!(sim.log.last(), Some(JobAction::Report(_))), "{what}: journaled, then reported");
+        let reminder = sim.now.saturating_add(WINDOW_REPORT_INTERVAL);
+        assert_eq!(job.poll_timeout(), Some(opens.min(reminder)), "{what}: the next timeout is the opening");
+        // Early: nothing happens.
+        job.handle_timeout(Timestamp::from_unix_millis(opens.min(reminder).as_unix_millis() - 1000));
+        sim.run(&mut job);
+        assert!(!staged(&sim), "{what}");
+        // At the opening (after a reminder, for a long wait): installs, exactly then.
+        while !staged(&sim) {
+            assert!(sim.tick(&mut job), "{what}: a timer is pending");
+            assert!(sim.now <= opens, "{what}");
+        }
+        assert_eq!(sim.now, opens, "{what}");
+        assert_eq!(job.state(), &JobState::Succeeded, "{what}");
+        assert_eq!(sim.count(|a| matches!(a, JobAction::Fetch { .. })), 1, "{what}: downloaded once");
+    }
+}
+
+#[test]
+fn a_restart_while_waiting_for_the_window_verifies_again_and_keeps_waiting() {
+    let mut sim = Sim::new();
+    let job = start_windowed(&mut sim, "2026-12-04T15:00:00Z", Origin::Push, Some("sat,sun 00:00-06:00 UTC"));
+    let opens = at("2026-12-05T00:00:00Z");
+    let record: JobRecord = serde_json::from_str(&serde_json::to_string(job.record()).unwrap()).unwrap();
+    assert_eq!(record.state, JobState::WaitingForWindow { until: opens });
+    assert!(record.windowed, "journaled: the window applies after a restart");
+
+    sim.now = at("2026-12-04T18:00:00Z");
+    sim.log.clear();
+    let mut job = Job::restore(record);
+    job.set_agent_window(Some(window("sat,sun 00:00-06:00 UTC")));
+    sim.feed(&mut job, JobEvent::Resume);
+    assert!(sim.count(|a| matches!(a, JobAction::VerifyMetadata(_))) == 1, "verified again");
+    assert_eq!(job.state(), &JobState::WaitingForWindow { until: opens });
+    assert!(!staged(&sim), "still waiting");
+    sim.settle(&mut job);
+    assert_eq!(sim.now, opens);
+    assert_eq!(job.state(), &JobState::Succeeded);
+}
+
+#[test]
+fn a_window_missed_while_the_agent_slept_is_waited_for_again() {
+    let mut sim = Sim::new();
+    let mut job = start_windowed(&mut sim, "2026-12-04T15:00:00Z", Origin::Push, Some("sat 00:00-06:00 UTC"));
+    // The host was suspended through the whole window: the timer fires late.
+    sim.now = at("2026-12-05T07:00:00Z");
+    job.handle_timeout(sim.now);
+    sim.run(&mut job);
+    let next = at("2026-12-12T00:00:00Z");
+    assert_eq!(job.state(), &JobState::WaitingForWindow { until: next });
+    assert_eq!(sim.last_report().state, InstallState::WaitingForWindow { until: next });
+    assert!(!staged(&sim));
+}
+
+#[test]
+fn a_job_waiting_for_its_window_can_be_cancelled_and_windows_that_never_meet_fail_it() {
+    let mut sim = Sim::new();
+    let mut job = start_windowed(&mut sim, "2026-12-04T15:00:00Z", Origin::Push, Some("sat,sun 00:00-06:00 UTC"));
+    sim.feed(&mut job, JobEvent::Cancel);
+    assert!(matches!(job.state(), JobState::Failed { class: FailureClass::Download, .. }));
+    assert!(matches!(sim.log.iter().rev().nth(2), Some(JobAction::DeleteDownload { .. })), "{:?}", sim.log);
+
+    let mut sim = Sim::new();
+    let origin = Origin::Deadline { rollout_window: Some(window("sun 00:00-06:00")) };
+    let job = start_windowed(&mut sim, "2026-12-04T15:00:00Z", origin, Some("sat 00:00-06:00 UTC"));
+    let JobState::Failed { class, message } = job.state() else { panic!("{:?}", job.state()) };
+    assert_eq!(*class, FailureClass::Preflight);
+    assert!(message.contains("never open at the same time"), "{message}");
+    assert!(!staged(&sim));
+}
+
+#[test]
+fn a_long_wait_for_the_window_is_reported_again_every_interval() {
+    let mut sim = Sim::new();
+    // Pushed on Monday morning; the window opens on Saturday.
+    let mut job = start_windowed(&mut sim, "2026-11-30T08:00:00Z", Origin::Push, Some("sat,sun 00:00-06:00 UTC"));
+    let opens = at("2026-12-05T00:00:00Z");
+    let mut reminders = vec![];
+    while job.state() != &JobState::Succeeded {
+        let waited = sim.reports().len();
+        assert!(sim.tick(&mut job), "a timer is pending");
+        if sim.now < opens {
+            assert!(!staged(&sim));
+            assert_eq!(sim.reports().len(), waited + 1, "one more report at {}", sim.now);
+            assert_eq!(sim.last_report().state, InstallState::WaitingForWindow { until: opens });
+            reminders.push(sim.now);
+        }
+    }
+    assert_eq!(sim.now, opens);
+    let first = at("2026-11-30T20:00:00Z");
+    assert_eq!(reminders.first(), Some(&first));
+    assert_eq!(reminders.len(), 9, "every 12 h from Monday 20:00 to Friday 20:00: {reminders:?}");
+    // Only the first report journaled a state change.
+    let waits =
+        sim.count(|a| matches!(a, JobAction::Persist(r) if matches!(r.state, JobState::WaitingForWindow { .. })));
+    assert_eq!(waits, 1);
 }

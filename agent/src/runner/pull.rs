@@ -19,6 +19,11 @@
 //!   download slot jobs use and only while no job downloads, so the job the
 //!   deadline creates finds it complete and needs no connection. Offers
 //!   without a deadline are not downloaded until a user installs them.
+//! - The job a deadline (or a push's notice) creates is a required install:
+//!   it waits for the agent's `maintenance_window` *and* the rollout's
+//!   window (both open at once) before it changes anything. A user's
+//!   `flotte install` is the user's choice and installs at once, whatever
+//!   the windows say.
 //! - A withdrawn offer (`Cancel`: its rollout was aborted) leaves the
 //!   catalog, so neither a user nor its deadline installs it any more.
 //! - `remove` applies only to packages a user installed with `flotte
@@ -29,7 +34,7 @@
 
 use super::{Agent, now};
 use crate::catalog::{self, Entry, Pulled, Removal};
-use crate::job::{Job, JobState};
+use crate::job::{Job, JobState, Origin};
 use crate::local::policy::Caller;
 use crate::local::server::LocalCall;
 use crate::local::wire::{Answer, Available, ErrorCode, Installed, JobView, Listing, Request, Status};
@@ -143,19 +148,22 @@ impl Agent {
             .collect();
         for id in due {
             tracing::info!(assignment = %id, "the offer's deadline passed: installing it as required");
-            if let Err(e) = self.take_offer(id).await {
+            if let Err(e) = self.take_offer(id, true).await {
                 tracing::error!(assignment = %id, error = %e, "cannot install the offer at its deadline");
             }
         }
     }
 
-    /// Turns offer `id` into a job (journaled), then drops it from the catalog.
-    async fn take_offer(&mut self, id: AssignmentId) -> crate::error::Result<()> {
+    /// Turns offer `id` into a job (journaled), then drops it from the
+    /// catalog. A `required` install (its deadline or notice passed) waits
+    /// for the agent's and the offer's maintenance windows; a user's does not.
+    async fn take_offer(&mut self, id: AssignmentId, required: bool) -> crate::error::Result<()> {
         let Some(offer) = self.catalog.offers().find(|e| e.offer.assignment == id).map(|e| e.offer.clone()) else {
             return Ok(());
         };
+        let origin = if required { Origin::Deadline { rollout_window: offer.window.clone() } } else { Origin::User };
         let assignment = Assignment { id, release: offer.release, issued_at: offer.issued_at };
-        self.jobs.assign(now(), assignment);
+        self.jobs.assign(now(), assignment, origin);
         self.drive().await;
         self.catalog.take(id)?;
         Ok(())
@@ -231,6 +239,9 @@ impl Agent {
         let message = match &record.state {
             JobState::Failed { message, .. } | JobState::RolledBack { message, .. } => Some(message.clone()),
             JobState::RollbackFailed { message } => Some(message.clone()),
+            JobState::WaitingForWindow { until } => {
+                Some(format!("downloaded and verified; installs when the maintenance window opens, at {until}"))
+            }
             _ => None,
         };
         JobView {
@@ -286,7 +297,7 @@ impl Agent {
                 return error(ErrorCode::Internal, format!("cannot record the install: {e}"));
             }
         }
-        if let Err(e) = self.take_offer(id).await {
+        if let Err(e) = self.take_offer(id, false).await {
             return error(ErrorCode::Internal, format!("cannot start the install: {e}"));
         }
         match self.jobs.get(id) {

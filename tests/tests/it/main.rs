@@ -3,6 +3,7 @@
 //! area. Build the binaries first: `cargo build --workspace`.
 
 mod agent_faults;
+mod agent_window;
 mod auth;
 mod bench_smoke;
 mod controller_config;
