@@ -156,6 +156,10 @@ pub enum Outcome {
     Offered,
     /// The user postponed a required install (still pending, counted).
     Deferred,
+    /// Downloaded and verified, waiting for the agent's maintenance window
+    /// to open at the given time: pending, and quiet by design until then,
+    /// so its silence clock starts at the opening.
+    WaitingUntil(Timestamp),
 }
 
 /// Something the controller must carry out or record.
@@ -221,7 +225,8 @@ struct Member {
     key: u64,
     wave: Option<usize>,
     status: Status,
-    /// When it was assigned or last heard from; the silence clock.
+    /// When it was assigned or last heard from (or, waiting for its window,
+    /// when that opens): the silence clock.
     heard_at: Option<Timestamp>,
     /// The groups it was in when it joined, of those the waves name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -441,16 +446,21 @@ impl Rollout {
         }
         let status = match outcome {
             Outcome::Offered if self.policy.mode.is_optional_at(now) && !self.escalated => Status::Offered,
-            Outcome::Progress | Outcome::Offered => Status::Pending,
+            Outcome::Progress | Outcome::Offered | Outcome::WaitingUntil(_) => Status::Pending,
             Outcome::Succeeded => Status::Succeeded,
             Outcome::Failed => Status::Failed,
             Outcome::Deferred => Status::Deferred,
         };
+        // The silence clock restarts now, or when a waiting agent's window opens.
+        let clock = match outcome {
+            Outcome::WaitingUntil(until) => until.max(now),
+            _ => now,
+        };
         if let Some(m) = self.members.get_mut(agent) {
-            m.heard_at = Some(now);
+            m.heard_at = Some(clock);
         }
         if matches!(status, Status::Pending | Status::Deferred) {
-            self.silence.insert((now.saturating_add(self.policy.silence_deadline), agent.clone()));
+            self.silence.insert((clock.saturating_add(self.policy.silence_deadline), agent.clone()));
         }
         self.set_status(agent, status);
         self.evaluate(now);

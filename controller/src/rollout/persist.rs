@@ -61,6 +61,7 @@ pub fn outcome(state: &InstallState) -> Outcome {
         InstallState::Succeeded => Outcome::Succeeded,
         InstallState::Offered => Outcome::Offered,
         InstallState::Deferred { .. } => Outcome::Deferred,
+        InstallState::WaitingForWindow { until } => Outcome::WaitingUntil(*until),
         s if s.is_terminal() => Outcome::Failed,
         _ => Outcome::Progress,
     }

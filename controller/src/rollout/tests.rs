@@ -549,6 +549,24 @@ fn a_paused_pull_rollout_still_escalates_at_its_deadline() {
 }
 
 #[test]
+fn an_agent_waiting_for_its_window_is_not_silent_until_the_window_plus_the_silence_deadline() {
+    let p = RolloutPolicy { silence_deadline: HOUR, ..policy("100%") };
+    let mut sim = Sim::new(p, 2);
+    let (waiting, quiet) = (agent(0), agent(1));
+    sim.report(&waiting, Outcome::Progress);
+    sim.report(&quiet, Outcome::Progress);
+    // Its window opens in 5 hours; the silence deadline is one hour.
+    let opens = sim.now.saturating_add(5 * HOUR);
+    sim.report(&waiting, Outcome::WaitingUntil(opens));
+    sim.tick(4 * 60);
+    let t = sim.rollout.total();
+    assert_eq!((t.pending, t.silent), (1, 1), "the quiet agent is silent, the waiting one is not");
+    // An hour after the opening without a word, it is silent too.
+    sim.tick(2 * 60 + 1);
+    assert_eq!(sim.rollout.total().silent, 2);
+}
+
+#[test]
 fn a_deferred_install_stays_pending_and_counts_once() {
     let p = RolloutPolicy {
         deferral: Some(super::spec::Deferral { count: 1, notice: MINUTE, defer_by: HOUR }),
