@@ -389,8 +389,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 let rows: Vec<_> = all
                     .iter()
                     .map(|a| {
+                        use flotte_protocol::messages::InstallState;
                         let detail = match &a.state {
-                            Some(flotte_protocol::messages::InstallState::Failed { message, .. }) => message.clone(),
+                            Some(InstallState::Failed { message, .. }) => message.clone(),
+                            Some(InstallState::WaitingForWindow { until }) => format!("installs at {until}"),
+                            Some(InstallState::Deferred { until, .. }) => format!("deferred until {until}"),
                             _ => String::new(),
                         };
                         vec![
