@@ -9,7 +9,7 @@
 
 use anyhow::{Context, Result};
 use flotte_protocol::Timestamp;
-use flotte_protocol::api::{RolloutRequest, RolloutView, Target};
+use flotte_protocol::api::{RolloutRequest, RolloutView};
 use flotte_tests::{AgentProcess, DEADLINE, Lab, wait_for};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
@@ -18,24 +18,10 @@ use std::time::{Duration, SystemTime};
 
 fn pull_request(version: &str, deadline: Option<Timestamp>) -> RolloutRequest {
     RolloutRequest {
-        name: "hello".into(),
-        version: version.into(),
-        target: Target::All,
-        waves: "100%".into(),
-        success_threshold: 100.0,
-        max_failures: "0".into(),
-        soak_seconds: 0,
-        silence_seconds: 3600,
-        silent_counts_as_failed: true,
-        manual: false,
-        start_at: None,
-        window: None,
         mode: Some("pull".into()),
         deadline,
         notes: Some("Says hello.\nNow in colour.".into()),
-        deferrals: None,
-        notice_seconds: None,
-        defer_seconds: None,
+        ..flotte_tests::strict_rollout(version, "100%")
     }
 }
 

@@ -8,26 +8,7 @@ use flotte_protocol::api::{RollbackRequest, RolloutRequest, RolloutView, TagRequ
 use flotte_tests::{DEADLINE, Lab, wait_for};
 
 fn request(version: &str, waves: &str) -> RolloutRequest {
-    RolloutRequest {
-        name: "hello".into(),
-        version: version.into(),
-        target: Target::All,
-        waves: waves.into(),
-        success_threshold: 100.0,
-        max_failures: "0".into(),
-        soak_seconds: 0,
-        silence_seconds: 3600,
-        silent_counts_as_failed: true,
-        manual: false,
-        start_at: None,
-        window: None,
-        mode: None,
-        deadline: None,
-        notes: None,
-        deferrals: None,
-        notice_seconds: None,
-        defer_seconds: None,
-    }
+    flotte_tests::strict_rollout(version, waves)
 }
 
 fn wait_phase(lab: &Lab, id: u64, phase: &str) -> Result<RolloutView> {
