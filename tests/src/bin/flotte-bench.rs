@@ -213,6 +213,8 @@ fn idle_footprint(o: Options) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("flotte-bench-").tempdir()?;
     let controller = ControllerProcess::init_and_start(&bins, dir.path(), "")?;
     let client = controller.client()?;
+    // Agents enroll with the TUF root an admin hands them: create it first.
+    flotte_controller::ctl::trust::init(&client, &dir.path().join("offline-keys"), 1, 1)?;
     let agent = AgentProcess::enroll_and_start(&bins, &controller, dir.path(), "bench-01")?;
     wait_online(&client, 1, Duration::from_secs(60))?;
     let agent_pid = footprint::find_pid(&agent.state_dir)?;
