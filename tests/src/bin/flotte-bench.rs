@@ -21,7 +21,7 @@
 
 use anyhow::{Context, Result, bail};
 use flotte_controller::lab::harness::{AgentProcess, Binaries, ControllerProcess, wait_online};
-use flotte_tests::bench::{self, fanout, peers, scale, verify};
+use flotte_tests::bench::{self, Table, fanout, peers, scale, verify};
 use flotte_tests::footprint::{self, Footprint};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -247,52 +247,38 @@ fn mib(kib: u64) -> String {
 }
 
 fn render(rows: &[(&str, Footprint)], sizes: &[(String, u64)], ticks: u64, markdown: bool) -> String {
-    let mut out = String::new();
     let period = rows.first().map_or(0.0, |r| r.1.period.as_secs_f64());
     // CPU time comes in whole clock ticks: one tick over the period, per hour.
     let resolution = 3600.0 / (ticks.max(1) as f64 * period.max(1.0));
-    if markdown {
-        out += &format!(
-            "Measured over {period:.0} s of idle; CPU time is counted in clock ticks, so the CPU column \
-             has a resolution of {resolution:.2} s/hour.\n\n"
-        );
-        out += "| process | RSS (VmRSS) | of which private (RssAnon) | peak RSS (VmHWM) | CPU s/hour | wake-ups/s | threads |\n";
-        out += "|---|---|---|---|---|---|---|\n";
-        for (name, f) in rows {
-            out += &format!(
-                "| {name} | {} | {} | {} | {:.2} | {:.2} | {} |\n",
-                mib(f.rss_kib),
-                mib(f.anon_kib),
-                mib(f.hwm_kib),
-                f.cpu_seconds_per_hour,
-                f.wakeups_per_second,
-                f.threads
-            );
-        }
-        out += "\n| release binary | size |\n|---|---|\n";
-        for (name, bytes) in sizes {
-            out += &format!("| {name} | {} |\n", mib(bytes / 1024));
-        }
-    } else {
-        out += &format!("idle period: {period:.0} s (CPU resolution {resolution:.2} s/hour)\n");
-        out += &format!(
-            "{:<32} {:>10} {:>10} {:>10} {:>11} {:>11} {:>8}\n",
-            "process", "RSS", "private", "peak RSS", "CPU s/hour", "wakeups/s", "threads"
-        );
-        for (name, f) in rows {
-            out += &format!(
-                "{name:<32} {:>10} {:>10} {:>10} {:>11.2} {:>11.2} {:>8}\n",
-                mib(f.rss_kib),
-                mib(f.anon_kib),
-                mib(f.hwm_kib),
-                f.cpu_seconds_per_hour,
-                f.wakeups_per_second,
-                f.threads
-            );
-        }
-        for (name, bytes) in sizes {
-            out += &format!("binary {name:<25} {:>10}\n", mib(bytes / 1024));
-        }
+    let mut processes = Table::new(&[
+        "process",
+        "RSS (VmRSS)",
+        "of which private (RssAnon)",
+        "peak RSS (VmHWM)",
+        "CPU s/hour",
+        "wake-ups/s",
+        "threads",
+    ]);
+    for (name, f) in rows {
+        processes.row(vec![
+            name.to_string(),
+            mib(f.rss_kib),
+            mib(f.anon_kib),
+            mib(f.hwm_kib),
+            format!("{:.2}", f.cpu_seconds_per_hour),
+            format!("{:.2}", f.wakeups_per_second),
+            f.threads.to_string(),
+        ]);
     }
-    out
+    let mut binaries = Table::new(&["release binary", "size"]);
+    for (name, bytes) in sizes {
+        binaries.row(vec![name.clone(), mib(bytes / 1024)]);
+    }
+    let render = |t: &Table| if markdown { t.markdown() } else { t.plain() };
+    format!(
+        "Measured over {period:.0} s of idle; CPU time is counted in clock ticks, so the CPU column \
+         has a resolution of {resolution:.2} s/hour.\n\n{}\n{}",
+        render(&processes),
+        render(&binaries)
+    )
 }
