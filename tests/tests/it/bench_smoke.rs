@@ -85,3 +85,19 @@ fn peers_scenario_pushes_to_every_host_with_flotte_scp_and_ansible() {
     }
     assert!(report.summary[0].contains("N = 2: scp+ssh takes"), "{:?}", report.summary);
 }
+
+#[test]
+fn idle_scenario_measures_a_connected_agent_and_its_controller() {
+    let bins = Binaries::locate().unwrap();
+    let bin_dir = bins.agent.parent().unwrap();
+    let out = std::process::Command::new(bin_dir.join("flotte-bench"))
+        .args(["idle", "--idle-secs", "1", "--settle-secs", "0", "--bin-dir"])
+        .arg(bin_dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    for row in ["flotte-agent (idle, connected)", "flotte-controller (1 agent)", "flotte-agent "] {
+        assert!(stdout.contains(row), "no {row:?} in\n{stdout}");
+    }
+}
