@@ -16,6 +16,7 @@
 //! - [`frame`]: length-prefixed frames with a hard size limit.
 //! - [`api`]: resources of the controller's HTTPS/JSON API (enrollment, admin).
 //! - [`tuf`]: The Update Framework: metadata verification (client workflow) and signing.
+//! - [`version`]: the order of release versions (Debian's) and the downgrade rule.
 //! - [`window`]: maintenance windows (days and hours at a UTC offset).
 //! - [`error`]: the error enums of this crate.
 
@@ -28,6 +29,7 @@ pub mod messages;
 pub mod release;
 pub mod signing;
 pub mod tuf;
+pub mod version;
 pub mod window;
 
 pub use digest::{ContentHasher, Sha256Digest};

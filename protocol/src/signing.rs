@@ -141,13 +141,15 @@ impl ReleaseRef {
 /// takes it cannot be handed unverified metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedRelease {
-    metadata: ReleaseMetadata,
+    /// Boxed: the value travels in events and results, and is big.
+    metadata: Box<ReleaseMetadata>,
     role: String,
+    rollback_up_to: Option<String>,
 }
 
 impl VerifiedRelease {
-    pub(crate) fn new(metadata: ReleaseMetadata, role: String) -> Self {
-        VerifiedRelease { metadata, role }
+    pub(crate) fn new(metadata: ReleaseMetadata, role: String, rollback_up_to: Option<String>) -> Self {
+        VerifiedRelease { metadata: Box::new(metadata), role, rollback_up_to }
     }
 
     pub fn metadata(&self) -> &ReleaseMetadata {
@@ -157,6 +159,18 @@ impl VerifiedRelease {
     /// The TUF targets role whose signatures vouched for the release.
     pub fn role(&self) -> &str {
         &self.role
+    }
+
+    /// The signed rollback authorisation: the newest active version this
+    /// release may replace, if it may replace newer versions at all.
+    pub fn rollback_up_to(&self) -> Option<&str> {
+        self.rollback_up_to.as_deref()
+    }
+
+    /// Whether this release may replace `active` on a host (see
+    /// [`crate::version::check_downgrade`]).
+    pub fn may_replace(&self, active: &str) -> Result<(), crate::version::DowngradeError> {
+        crate::version::check_downgrade(&self.metadata.name, &self.metadata.version, active, self.rollback_up_to())
     }
 }
 

@@ -150,6 +150,13 @@ impl Lab {
         self.publish_padded(key, name, version, 0)
     }
 
+    /// Signs with `key` (targets) that `name@version` may replace active
+    /// versions up to `up_to`, as `flottectl package allow-rollback` does.
+    pub fn allow_rollback(&self, key: &SecretKey, name: &str, version: &str, up_to: &str) -> Result<()> {
+        trust::authorise_rollback(&self.client, key, "targets", name, version, up_to)?;
+        Ok(())
+    }
+
     pub fn deploy_all(&self, name: &str, version: &str) -> Result<u64> {
         let request = DeployRequest { name: name.into(), version: version.into(), target: Target::All };
         Ok(self.client.deploy(&request)?.id)

@@ -19,6 +19,10 @@
 //!   did not pass [`JobEvent::MetadataChecked`] with `Ok` *and*
 //!   [`flotte_protocol::ReleaseMetadata::validate_spec`] in this process;
 //!   what they carry comes only from the verified metadata.
+//! - Nor for a release older than the package's active version, unless its
+//!   verified targets entry carries a signed rollback authorisation that
+//!   covers that version ([`VerifiedRelease::may_replace`]); the job fails
+//!   as a verification verdict instead, whoever asked for the install.
 //! - Every state change emits [`JobAction::Persist`] before the action that
 //!   acts on it, so the shell journals a transition before its side effect.
 //!   The one exception is [`JobAction::Quarantine`], written *before* the
@@ -253,7 +257,7 @@ enum Awaiting {
 pub struct Job {
     record: JobRecord,
     /// Set only from a successful verification in this process.
-    verified: Option<ReleaseMetadata>,
+    verified: Option<VerifiedRelease>,
     awaiting: Option<Awaiting>,
     /// Download attempts so far; tells a stale attempt's events apart.
     attempts: u32,
@@ -404,7 +408,7 @@ impl Job {
                         );
                         self.fail(now, FailureClass::Preflight, message, None);
                     }
-                    None => self.proceed(now),
+                    None => self.proceed_unless_downgrade(now),
                 }
             }
             (JobEvent::FetchStarted { attempt, offset }, Some(Awaiting::Fetch { attempt: a })) if a == attempt => {
@@ -438,7 +442,7 @@ impl Job {
             }
             (JobEvent::PreflightChecked(result), Some(Awaiting::Step(Step::Preflight))) => {
                 self.step_done(now, Step::Preflight, result, |job, now| {
-                    let wants_backup = job.verified.as_ref().is_some_and(|m| !m.backup_paths.is_empty());
+                    let wants_backup = job.meta().is_some_and(|m| !m.backup_paths.is_empty());
                     let next = if wants_backup { JobState::BackingUp } else { JobState::Installing };
                     job.advance_to(now, next);
                 });
@@ -588,13 +592,36 @@ impl Job {
             sha256: meta.sha256,
         });
         let name = meta.name.clone();
-        self.verified = Some(meta);
+        self.verified = Some(verified);
         if self.record.baseline.is_none() {
             self.awaiting = Some(Awaiting::Lookup);
             self.actions.push_back(JobAction::LookUpPackage { name });
         } else {
-            self.proceed(now);
+            self.proceed_unless_downgrade(now);
         }
+    }
+
+    /// Goes on with the verified release now that the active version is
+    /// known, unless the release is older than it and carries no signed
+    /// rollback authorisation that covers it: then the job fails as a
+    /// verification verdict and nothing on the host changes.
+    fn proceed_unless_downgrade(&mut self, now: Timestamp) {
+        let refusal = match (&self.verified, self.active_before()) {
+            (Some(verified), Some(active)) => verified.may_replace(&active).err(),
+            _ => None,
+        };
+        match refusal {
+            Some(refusal) => {
+                self.delete_download();
+                self.fail(now, FailureClass::Verification, refusal.to_string(), None);
+            }
+            None => self.proceed(now),
+        }
+    }
+
+    /// The verified release metadata, once verification passed in this process.
+    fn meta(&self) -> Option<&ReleaseMetadata> {
+        self.verified.as_ref().map(VerifiedRelease::metadata)
     }
 
     /// Ends a job whose release failed verification. The report still tells
@@ -639,15 +666,15 @@ impl Job {
     }
 
     fn start_fetch(&mut self) {
-        let Some(meta) = &self.verified else { return };
+        let Some((digest, size)) = self.meta().map(|m| (m.sha256, m.size)) else { return };
         self.attempts += 1;
         self.timer = None;
         self.awaiting = Some(Awaiting::Fetch { attempt: self.attempts });
-        self.actions.push_back(JobAction::Fetch { attempt: self.attempts, digest: meta.sha256, size: meta.size });
+        self.actions.push_back(JobAction::Fetch { attempt: self.attempts, digest, size });
     }
 
     fn check_content(&mut self, now: Timestamp, sha256: Sha256Digest, size: u64) {
-        let Some(meta) = self.verified.clone() else { return };
+        let Some(meta) = self.meta().cloned() else { return };
         self.enter(now, JobState::VerifyingContent);
         if let Some(message) = content_mismatch(&meta, sha256, size) {
             self.delete_download();
@@ -708,11 +735,11 @@ impl Job {
             Step::Stage => JobAction::Stage { package },
             Step::Preflight => JobAction::Preflight { package, baseline: self.active_before() },
             Step::Backup => {
-                let paths = self.verified.as_ref().map(|m| m.backup_paths.clone()).unwrap_or_default();
+                let paths = self.meta().map(|m| m.backup_paths.clone()).unwrap_or_default();
                 JobAction::Backup { package, paths }
             }
             Step::Switch => JobAction::Switch { package },
-            Step::Detect => JobAction::Detect { package, rule: self.verified.as_ref().and_then(|m| m.detect.clone()) },
+            Step::Detect => JobAction::Detect { package, rule: self.meta().and_then(|m| m.detect.clone()) },
             Step::Health => {
                 let Some(plan) = self.health_plan() else { return };
                 JobAction::CheckHealth { package, check: plan.check, timeout: plan.timeout }
@@ -789,7 +816,7 @@ impl Job {
     /// its health check), gets a health phase; anything else is committed
     /// once detected.
     fn health_plan(&self) -> Option<HealthPlan> {
-        let meta = self.verified.as_ref()?;
+        let meta = self.meta()?;
         match &meta.health {
             Some(spec) => Some(HealthPlan {
                 check: Some(spec.check.clone()),
@@ -907,7 +934,7 @@ impl Job {
         let state = match &self.record.state {
             JobState::Received => InstallState::Received,
             JobState::Downloading { offset } => {
-                let total = self.verified.as_ref().map_or(0, |m| m.size);
+                let total = self.meta().map_or(0, |m| m.size);
                 InstallState::Downloading { offset: *offset, total }
             }
             JobState::VerifyingContent => InstallState::Verifying,

@@ -2,7 +2,7 @@
 
 use super::*;
 use flotte_protocol::tuf::TargetFile;
-use flotte_protocol::tuf::release::{Platform, target_entry, target_name, verified_release};
+use flotte_protocol::tuf::release::{Platform, authorise_rollback, target_entry, target_name, verified_release};
 use flotte_protocol::{AssignmentId, HealthSpec};
 use std::collections::BTreeMap;
 
@@ -672,6 +672,71 @@ fn a_release_that_fails_verification_is_never_fetched_or_installed() {
             "{what}"
         );
     }
+}
+
+/// Release `app@version`, with a signed rollback authorisation up to
+/// `rollback_up_to` if one is given.
+fn app_at(version: &str, rollback_up_to: Option<&str>) -> TestRelease {
+    let mut release = listed(ReleaseMetadata { version: version.into(), ..metadata("app") });
+    if let (Some(entry), Some(up_to)) = (release.entry.as_mut(), rollback_up_to) {
+        authorise_rollback(&target_name("app", version), entry, up_to).unwrap();
+    }
+    release
+}
+
+#[test]
+fn downgrade_refused() {
+    // (what, active version, release installed over it, expected outcome)
+    let refused = |needle: &'static str| Err(needle);
+    let cases: [(&str, &str, TestRelease, Result<(), &str>); 6] = [
+        ("an upgrade", "1.0", app_at("2.0", None), Ok(())),
+        ("a reinstall of the active version", "2.0", app_at("2.0", None), Ok(())),
+        ("a downgrade without authorisation", "2.0", app_at("1.0", None), refused("no signed rollback authorisation")),
+        (
+            "a downgrade under a pre-release",
+            "2.0",
+            app_at("2.0~rc1", None),
+            refused("no signed rollback authorisation"),
+        ),
+        ("an authorised downgrade", "2.0", app_at("1.0", Some("2.0")), Ok(())),
+        ("a downgrade past the authorisation", "3.0", app_at("1.0", Some("2.0")), refused("up to 2.0 only")),
+    ];
+    for (what, active, release, expected) in cases {
+        let mut sim = Sim::new();
+        sim.active = Some(active.into());
+        let job = run_to_end(&mut sim, release);
+        match expected {
+            Ok(()) => assert_eq!(job.state(), &JobState::Succeeded, "{what}"),
+            Err(needle) => {
+                let JobState::Failed { class, message } = job.state() else { panic!("{what}: {:?}", job.state()) };
+                assert_eq!(*class, FailureClass::Verification, "{what}");
+                assert!(message.contains(needle) && message.contains(active), "{what}: {message}");
+                assert!(!sim.did_fetch_or_install(), "{what}: nothing is fetched or installed");
+                let last = sim.last_report();
+                assert_eq!(last.active_after.as_deref(), Some(active), "{what}: the report says what still runs");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_restored_job_checks_the_downgrade_against_its_journaled_baseline() {
+    // The job began, authorised, while 2.0 was active, and the agent
+    // stopped while it was downloading 1.0.
+    let mut sim = Sim::new();
+    sim.active = Some("2.0".into());
+    let mut record = start(&mut sim, app_at("1.0", Some("2.0"))).record().clone();
+    record.state = JobState::Downloading { offset: 0 };
+    // Before it restarted, the admin withdrew the authorisation. The
+    // restored job does not look the active version up again (this host
+    // now says 1.0): the journaled baseline, 2.0, is what it is checked against.
+    let mut sim = Sim::new();
+    sim.list(&app_at("1.0", None));
+    let mut job = Job::restore(record);
+    sim.feed(&mut job, JobEvent::Resume);
+    sim.settle(&mut job);
+    assert!(matches!(job.state(), JobState::Failed { class: FailureClass::Verification, .. }), "{:?}", job.state());
+    assert!(!sim.did_fetch_or_install());
 }
 
 #[test]

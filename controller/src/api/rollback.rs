@@ -18,8 +18,12 @@
 //!   (another rollout moved it on) is skipped, not sent back.
 //! - The previous versions go out as ordinary assignments: the agent
 //!   verifies and installs them like any release (a kept version is
-//!   re-activated). Agents that refuse downgrades, and a signed rollback
-//!   authorisation for them, do not exist yet.
+//!   re-activated).
+//! - Agents refuse a downgrade that no signed rollback authorisation
+//!   covers, so a rollback to an older version is refused here first unless
+//!   its targets entry authorises replacing the rolled-back version
+//!   (`flottectl package allow-rollback`). The controller cannot sign that
+//!   itself: it never holds a targets key.
 
 use super::rollouts::{bad, check_conflicts, members, show_one};
 use super::{Actor, ApiResult, ApiState, Failure};
@@ -28,11 +32,13 @@ use crate::rollout::driver::after_step;
 use crate::rollout::persist::Extras;
 use crate::rollout::rollback;
 use crate::rollout::spec::{Advance, Mode, RolloutPolicy, parse_failure_limit, parse_waves};
+use crate::tuf::repository;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use flotte_protocol::AgentId;
 use flotte_protocol::api::{RollbackRequest, RollbackView, SkippedAgent, Target};
+use flotte_protocol::version::check_downgrade;
 use std::time::Duration;
 
 pub(super) async fn rollback(
@@ -80,6 +86,13 @@ pub(super) async fn rollback(
                 format!("{}@{version}, which agents ran before, is not a published release", original.name),
             )
             .hint("publish it again (signed) with `flottectl package publish`, then retry"));
+        }
+    }
+    for version in plan.versions() {
+        let up_to = repository::rollback_up_to(&services.store, &original.name, version)?;
+        if let Err(refusal) = check_downgrade(&original.name, version, &original.version, up_to.as_deref()) {
+            return Err(Failure::new(StatusCode::UNPROCESSABLE_ENTITY, format!("agents would refuse it: {refusal}"))
+                .hint("sign the rollback authorisation with the key of the role that signed the release, then retry"));
         }
     }
     let agents: Vec<AgentId> = plan.revert.keys().cloned().collect();

@@ -214,6 +214,25 @@ enum PackageCommand {
         #[command(flatten)]
         spec: Box<package::SpecArgs>,
     },
+    /// Sign that a published release may replace newer versions (a
+    /// rollback authorisation). Agents refuse to install a release over a
+    /// newer active version without one; a fleet rollback needs it.
+    AllowRollback {
+        name: String,
+        /// The older version that may be installed again.
+        version: String,
+        /// The newest active version it may replace (e.g. the release
+        /// being rolled back).
+        #[arg(long, value_name = "VERSION")]
+        up_to: String,
+        /// Secret key of the targets role (or of the delegated --role)
+        /// that signed the release.
+        #[arg(long)]
+        key: PathBuf,
+        /// The TUF targets role that lists the release.
+        #[arg(long, default_value = "targets")]
+        role: String,
+    },
     /// List published releases.
     List,
 }
@@ -348,6 +367,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     r.sha256,
                     r.signed_by
                 )
+            })
+        }
+        Command::Package(PackageCommand::AllowRollback { name, version, up_to, key, role }) => {
+            let secret = keys::load_secret(&key)?;
+            let client = client(&cli.connection)?;
+            let view = trust::authorise_rollback(&client, &secret, &role, &name, &version, &up_to)?;
+            emit(json, &view, |v| {
+                format!("{role} v{}: {name}@{version} may now replace versions up to {up_to}\n", v.version)
             })
         }
         Command::Package(PackageCommand::List) => {

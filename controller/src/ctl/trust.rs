@@ -16,7 +16,7 @@ use crate::client::AdminClient;
 use crate::ctl::keys;
 use anyhow::{Context, Result, bail, ensure};
 use flotte_protocol::api::TufUploadView;
-use flotte_protocol::tuf::release::{Platform, target_entry, target_name};
+use flotte_protocol::tuf::release::{self, Platform, target_entry, target_name};
 use flotte_protocol::tuf::repo::{self, Ed25519Signer, PublicKeyEntry, RoleSpec, RootSpec};
 use flotte_protocol::tuf::{self, canonical};
 use flotte_protocol::{PublicKey, ReleaseMetadata, SecretKey, Timestamp};
@@ -238,5 +238,26 @@ pub fn publish_release(
         bail!("{} is already in {role}; releases are immutable, publish a new version", release.label());
     }
     targets.insert(name, target_entry(release, platform));
+    resign_and_upload(client, role, signed, key)
+}
+
+/// `flottectl package allow-rollback`: signs, in targets role `role`, that
+/// the published `name@version` may replace active versions up to and
+/// including `up_to`. Agents refuse to install a release over a newer
+/// version without it.
+pub fn authorise_rollback(
+    client: &AdminClient,
+    key: &SecretKey,
+    role: &str,
+    name: &str,
+    version: &str,
+    up_to: &str,
+) -> Result<TufUploadView> {
+    let mut signed = current_targets(client, role)?;
+    let target = target_name(name, version);
+    let entry = signed["targets"].get_mut(&target).with_context(|| {
+        format!("{role} does not list {name}@{version}; publish it first, or name the role that signs it with --role")
+    })?;
+    release::authorise_rollback(&target, entry, up_to)?;
     resign_and_upload(client, role, signed, key)
 }

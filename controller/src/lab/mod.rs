@@ -106,6 +106,7 @@ pub fn run(options: &LabOptions) -> Result<bool> {
     let stage = scenario::Stage {
         client: &client,
         agents: &agents,
+        targets_key: &key,
         waves: &options.waves,
         soak: options.soak,
         unhealthy: options.unhealthy,

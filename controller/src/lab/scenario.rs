@@ -9,20 +9,23 @@
 //!   limit tolerates exactly them. Expected: the rollout completes.
 //! - [`Scenario::Halt`]: every agent of the first wave after the canary is
 //!   unhealthy and the failure limit is 0. Expected: the rollout halts
-//!   before the last wave, `rollout rollback` sends the agents that
-//!   committed 2.0.0 back to 1.0.0, and every agent ends on 1.0.0.
+//!   before the last wave. The admin signs that 1.0.0 may replace 2.0.0
+//!   (`package allow-rollback`; agents refuse a downgrade without it), then
+//!   `rollout rollback` sends the agents that committed 2.0.0 back to
+//!   1.0.0, and every agent ends on 1.0.0.
 //!
 //! Both print the `rollout watch` display while the rollout runs, then a
 //! table of every agent as reported and as found on disk.
 
 use super::harness::{self, AgentProcess};
 use crate::client::AdminClient;
-use crate::ctl::{output, rollout, sample};
+use crate::ctl::{output, rollout, sample, trust};
 use crate::rollout::cohort::cohort_key;
 use crate::rollout::spec::{RolloutPolicy, parse_waves};
 use anyhow::{Context, Result, bail};
-use flotte_protocol::AgentId;
 use flotte_protocol::api::{AssignmentView, RollbackRequest, RolloutRequest, RolloutView, Target};
+use flotte_protocol::tuf;
+use flotte_protocol::{AgentId, SecretKey};
 use std::time::Duration;
 
 /// Which rollout story the lab tells.
@@ -38,6 +41,8 @@ pub enum Scenario {
 pub struct Stage<'a> {
     pub client: &'a AdminClient,
     pub agents: &'a [AgentProcess],
+    /// The targets key, held by the admin (the controller never has it).
+    pub targets_key: &'a SecretKey,
     pub waves: &'a str,
     pub soak: Duration,
     pub unhealthy: usize,
@@ -188,6 +193,9 @@ fn halt(stage: &Stage<'_>) -> Result<bool> {
     // Let the agents already in flight finish (the unhealthy ones roll back
     // by themselves), so the rollback plan sees final states.
     harness::wait_deployment_done(stage.client, created.id, stage.timeout)?;
+    println!("\n$ flottectl package allow-rollback hello 1.0.0 --up-to 2.0.0 --key targets.key");
+    let signed = trust::authorise_rollback(stage.client, stage.targets_key, tuf::TARGETS, "hello", "1.0.0", "2.0.0")?;
+    println!("targets v{}: hello@1.0.0 may now replace versions up to 2.0.0", signed.version);
     println!("\n$ flottectl rollout rollback {}", created.id);
     let rollback = stage.client.rollback(created.id, &RollbackRequest::default())?;
     print!("{}", rollout::rollback_details(&rollback));

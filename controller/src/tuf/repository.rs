@@ -24,7 +24,7 @@ use crate::server::Services;
 use crate::store::{Store, from_ts, ts};
 use flotte_protocol::api::ReleaseView;
 use flotte_protocol::tuf::metadata::{Envelope, RootMetadata, TargetsMetadata};
-use flotte_protocol::tuf::release::read_release;
+use flotte_protocol::tuf::release::{read_release, target_name};
 use flotte_protocol::tuf::verify::verify_role;
 use flotte_protocol::tuf::{self, TrustedMetadataSet, TufError, path, repo};
 use flotte_protocol::{ReleaseMetadata, Timestamp};
@@ -124,6 +124,21 @@ fn targets_roles(store: &Store) -> Result<Vec<(String, u64, TargetsMetadata)>, C
         .collect()
 }
 
+/// The signed rollback authorisation of `name@version` (the newest version
+/// it may replace, see [`flotte_protocol::version::check_downgrade`]) as the
+/// stored targets roles list it, the top-level role first. The controller
+/// reads it only to refuse early what agents would refuse anyway.
+pub fn rollback_up_to(store: &Store, name: &str, version: &str) -> Result<Option<String>, ControllerError> {
+    let target = target_name(name, version);
+    let mut roles = targets_roles(store)?;
+    roles.sort_by_key(|(role, _, _)| role != tuf::TARGETS);
+    Ok(roles
+        .iter()
+        .find_map(|(_, _, md)| md.targets.get(&target))
+        .and_then(|file| read_release(&target, file).ok())
+        .and_then(|custom| custom.rollback_up_to))
+}
+
 /// Accepts a root: the first one (self-signed, version 1) or the next of
 /// the chain. The root must name the controller's online keys for the
 /// timestamp and snapshot roles, or the controller could not serve it.
@@ -221,7 +236,7 @@ pub fn upload_targets(services: &Services, role: &str, bytes: &[u8], now: Timest
     let mut releases = Vec::new();
     for (name, file) in &new.targets {
         path::check_target_name(name)?;
-        let (release, _) = read_release(name, file).map_err(|e| invalid(e.to_string(), None))?;
+        let release = read_release(name, file).map_err(|e| invalid(e.to_string(), None))?.release;
         match services.content.size(&release.sha256) {
             Some(size) if size == release.size => {}
             Some(size) => {

@@ -11,6 +11,10 @@
 //!   or whose platform is not the caller's.
 //! - A target name is a delegation path: a role delegated `team-x/*` can sign
 //!   every version of package `team-x` and nothing else.
+//! - A signed rollback authorisation (`rollback_up_to` in `custom`) travels
+//!   with the [`VerifiedRelease`], so an agent can let this older release
+//!   replace a newer one only on the word of the role that signed it (see
+//!   [`crate::version::check_downgrade`]).
 
 use crate::digest::Sha256Digest;
 use crate::error::VerifyError;
@@ -56,11 +60,40 @@ pub struct ReleaseCustom {
     pub release: ReleaseMetadata,
     #[serde(flatten)]
     pub platform: Platform,
+    /// The signed rollback authorisation: this release may replace active
+    /// versions up to and including this one. Without it, agents refuse to
+    /// install it over any newer version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_up_to: Option<String>,
 }
 
 /// The `custom` value for `release` built for `platform`.
 pub fn custom(release: &ReleaseMetadata, platform: &Platform) -> Value {
-    serde_json::to_value(ReleaseCustom { release: release.clone(), platform: platform.clone() }).unwrap_or(Value::Null)
+    let custom = ReleaseCustom { release: release.clone(), platform: platform.clone(), rollback_up_to: None };
+    serde_json::to_value(custom).unwrap_or(Value::Null)
+}
+
+/// Adds a rollback authorisation to the targets entry `entry` of the
+/// release `name`: it may then replace active versions up to and including
+/// `up_to`. Refused unless `up_to` is a valid version newer than the
+/// release's own (anything else would authorise nothing).
+pub fn authorise_rollback(name: &str, entry: &mut Value, up_to: &str) -> Result<(), VerifyError> {
+    let file: TargetFile = serde_json::from_value(entry.clone())
+        .map_err(|e| VerifyError::Target { target: name.to_string(), reason: format!("is malformed: {e}") })?;
+    let mut custom = read_release(name, &file)?;
+    crate::release::validate_name("version", up_to)?;
+    if crate::version::compare(up_to, &custom.release.version) != std::cmp::Ordering::Greater {
+        return Err(VerifyError::Target {
+            target: name.to_string(),
+            reason: format!(
+                "cannot be authorised to replace versions up to {up_to}: that is not newer than {}",
+                custom.release.version
+            ),
+        });
+    }
+    custom.rollback_up_to = Some(up_to.to_string());
+    entry["custom"] = serde_json::to_value(custom).unwrap_or(Value::Null);
+    Ok(())
 }
 
 /// The whole targets entry of `release`: its signed length and SHA-256 and
@@ -76,13 +109,16 @@ pub fn target_entry(release: &ReleaseMetadata, platform: &Platform) -> Value {
 /// Reads the release a targets entry describes, without deciding trust:
 /// for the controller's catalogue and for tests. Agents use
 /// [`verified_release`].
-pub fn read_release(name: &str, file: &TargetFile) -> Result<(ReleaseMetadata, Platform), VerifyError> {
+pub fn read_release(name: &str, file: &TargetFile) -> Result<ReleaseCustom, VerifyError> {
     let bad = |reason: String| VerifyError::Target { target: name.to_string(), reason };
     let custom = file.custom.clone().ok_or_else(|| bad("has no custom release fields".into()))?;
     let custom: ReleaseCustom =
         serde_json::from_value(custom).map_err(|e| bad(format!("custom release fields are malformed: {e}")))?;
-    let release = custom.release;
+    let release = &custom.release;
     release.validate()?;
+    if let Some(up_to) = &custom.rollback_up_to {
+        crate::release::validate_name("version", up_to)?;
+    }
     if target_name(&release.name, &release.version) != name {
         return Err(bad(format!("custom fields describe {}, not this target", release.label())));
     }
@@ -93,7 +129,7 @@ pub fn read_release(name: &str, file: &TargetFile) -> Result<(ReleaseMetadata, P
     if signed_sha != Some(release.sha256) {
         return Err(bad(format!("custom sha256 {} differs from the signed sha256", release.sha256)));
     }
-    Ok((release, custom.platform))
+    Ok(custom)
 }
 
 /// The release a *verified* targets entry describes, for a host running
@@ -104,7 +140,7 @@ pub fn verified_release(
     role: &str,
     host: &Platform,
 ) -> Result<VerifiedRelease, VerifyError> {
-    let (release, platform) = read_release(name, file)?;
+    let ReleaseCustom { release, platform, rollback_up_to } = read_release(name, file)?;
     if !platform.admits(host) {
         return Err(VerifyError::Target {
             target: name.to_string(),
@@ -117,7 +153,7 @@ pub fn verified_release(
             ),
         });
     }
-    Ok(VerifiedRelease::new(release, role.to_string()))
+    Ok(VerifiedRelease::new(release, role.to_string(), rollback_up_to))
 }
 
 #[cfg(test)]
@@ -187,5 +223,30 @@ mod tests {
         assert!(err.contains("windows"), "{err}");
         let entry = file(target_entry(&release(), &linux()));
         assert!(verified_release("app/1.2.0", &entry, "targets", &linux()).is_ok());
+    }
+
+    #[test]
+    fn a_signed_rollback_authorisation_travels_with_the_verified_release() {
+        let mut entry = target_entry(&release(), &Platform::default());
+        let plain = verified_release("app/1.2.0", &file(entry.clone()), "targets", &linux()).unwrap();
+        assert_eq!(plain.rollback_up_to(), None);
+        assert!(plain.may_replace("2.0.0").is_err(), "no authorisation, no downgrade");
+
+        authorise_rollback("app/1.2.0", &mut entry, "2.0.0").unwrap();
+        let authorised = verified_release("app/1.2.0", &file(entry), "targets", &linux()).unwrap();
+        assert_eq!(authorised.metadata(), &release(), "the release itself is unchanged");
+        assert_eq!(authorised.rollback_up_to(), Some("2.0.0"));
+        assert_eq!(authorised.may_replace("2.0.0"), Ok(()));
+        assert!(authorised.may_replace("2.1.0").is_err(), "only up to the signed ceiling");
+    }
+
+    #[test]
+    fn an_authorisation_that_would_authorise_nothing_or_names_a_bad_version_is_refused() {
+        let mut entry = target_entry(&release(), &Platform::default());
+        for bad in ["1.2.0", "1.0", "../2.0"] {
+            assert!(authorise_rollback("app/1.2.0", &mut entry, bad).is_err(), "{bad}");
+        }
+        entry["custom"]["rollback_up_to"] = Value::String("2.0/../x".into());
+        assert!(verified_release("app/1.2.0", &file(entry), "targets", &linux()).is_err());
     }
 }

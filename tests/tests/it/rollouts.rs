@@ -156,6 +156,13 @@ fn a_fleet_rollback_returns_every_agent_to_the_version_it_ran_before() -> Result
     wait_phase(&lab, v2.id, "completed")?;
     assert!(agents.iter().all(|a| a.active_version("hello").as_deref() == Some("2.0.0")));
 
+    // Agents would refuse the downgrade, so the controller refuses it first.
+    let unsigned = lab.client.rollback(v2.id, &RollbackRequest::default()).unwrap_err();
+    assert_eq!(unsigned.status(), Some(422), "{unsigned}");
+    assert!(unsigned.to_string().contains("no signed rollback authorisation"), "{unsigned}");
+    assert!(lab.client.rollouts()?.iter().all(|r| r.rollback_of.is_none()), "nothing was created");
+    lab.allow_rollback(&key, "hello", "1.0.0", "2.0.0")?;
+
     let rollback = lab.client.rollback(v2.id, &RollbackRequest::default())?;
     assert_eq!(rollback.rollout.rollback_of, Some(v2.id));
     assert_eq!((rollback.rollout.version.as_str(), rollback.rollout.targeted), ("1.0.0", 3));
@@ -193,6 +200,7 @@ fn a_halted_rollout_is_aborted_and_rolled_back_where_it_committed() -> Result<()
     // Manual advance: the canary commits 2.0.0, then the wave waits.
     let v2 = lab.client.create_rollout(&RolloutRequest { manual: true, ..request("2.0.0", "1,100%") })?;
     wait_stage(&lab, v2.id, "awaiting_approval")?;
+    lab.allow_rollback(&key, "hello", "1.0.0", "2.0.0")?;
 
     let rollback = lab.client.rollback(v2.id, &RollbackRequest { waves: Some("100%".into()), ..Default::default() })?;
     assert_eq!(lab.client.rollout(v2.id)?.phase, "aborted", "the original cannot race its rollback");
@@ -220,6 +228,7 @@ fn a_rollback_leaves_alone_an_agent_that_moved_on_to_a_newer_release() -> Result
     let only_first = Target::Agents(vec![agents[0].name.clone()]);
     let fix = lab.client.create_rollout(&RolloutRequest { target: only_first, ..request("2.1.0", "100%") })?;
     wait_phase(&lab, fix.id, "completed")?;
+    lab.allow_rollback(&key, "hello", "1.0.0", "2.0.0")?;
 
     let rollback = lab.client.rollback(v2.id, &RollbackRequest::default())?;
 
@@ -390,6 +399,7 @@ fn a_rollback_of_a_group_rollout_sends_the_group_back_first() -> Result<()> {
     let v2 = lab.client.create_rollout(&request("2.0.0", "tag:pilot,100%"))?;
     wait_phase(&lab, v2.id, "completed")?;
 
+    lab.allow_rollback(&key, "hello", "1.0.0", "2.0.0")?;
     // The original's waves, the pilot read from its tags now.
     let rollback = lab.client.rollback(v2.id, &RollbackRequest { manual: Some(true), ..Default::default() })?;
     let first = wait_stage(&lab, rollback.rollout.id, "awaiting_approval")?;

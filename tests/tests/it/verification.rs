@@ -199,6 +199,40 @@ fn wrong_target_platform_is_refused() -> Result<()> {
 }
 
 #[test]
+fn downgrade_refused_until_the_targets_key_signs_a_rollback_authorisation() -> Result<()> {
+    let (lab, agents, key) = lab_with_v1()?;
+    lab.publish(&key, "hello", "2.0.0")?;
+    lab.wait_done(lab.deploy_all("hello", "2.0.0")?)?;
+
+    // The controller sends the agent back to 1.0.0, correctly signed but
+    // older than what runs: refused before any install step.
+    let message = refused_keeping(&lab, &agents[0], "1.0.0", "2.0.0")?;
+    assert!(message.contains("refusing to downgrade hello from the active 2.0.0 to 1.0.0"), "{message}");
+    assert!(message.contains("flottectl package allow-rollback hello 1.0.0 --up-to 2.0.0"), "{message}");
+
+    // Whoever holds the controller's data directory cannot authorise it:
+    // the online keys do not sign targets.
+    let stolen = Stolen::from(&lab)?;
+    let forged = edited_targets(&stolen, &[&stolen.timestamp, &stolen.snapshot], |t| {
+        t["targets"][target_name("hello", "1.0.0")]["custom"]["rollback_up_to"] = json!("2.0.0");
+    })?;
+    let original = stolen.file("targets.json")?;
+    stolen.put("targets", &forged)?;
+    stolen.resign_online()?;
+    let message = refused_keeping(&lab, &agents[0], "1.0.0", "2.0.0")?;
+    assert!(message.contains("targets") && message.contains("signatures"), "{message}");
+    stolen.put("targets", &original)?;
+    stolen.resign_online()?;
+
+    // The admin signs the authorisation with the targets key: now it installs.
+    lab.allow_rollback(&key, "hello", "1.0.0", "2.0.0")?;
+    let done = lab.wait_done(lab.deploy_all("hello", "1.0.0")?)?;
+    assert_eq!(done[0].state, Some(InstallState::Succeeded), "{}", failure_message(&done[0]));
+    assert_eq!(agents[0].active_version("hello").as_deref(), Some("1.0.0"));
+    Ok(())
+}
+
+#[test]
 fn targets_signed_by_a_key_not_in_root_are_refused_by_controller_and_agent() -> Result<()> {
     let (lab, agents, _) = lab_with_v1()?;
     let stranger = lab.untrusted_key()?;
