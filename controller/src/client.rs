@@ -119,6 +119,12 @@ impl AdminClient {
         self.get("/v1/tuf/online-keys")
     }
 
+    /// Prepares (or returns the already prepared) next online keys, which
+    /// the controller adopts once an uploaded root names them.
+    pub fn tuf_next_online_keys(&self) -> Result<OnlineKeysView, ClientError> {
+        self.post("/v1/tuf/online-keys/next", &serde_json::json!({}))
+    }
+
     /// Uploads a root (the first, or the next of the chain).
     pub fn upload_root(&self, bytes: &[u8]) -> Result<TufUploadView, ClientError> {
         self.put_bytes("/v1/tuf/root", bytes)

@@ -87,6 +87,8 @@ pub async fn run(
         config: config.clone(),
         tuf_keys: crate::tuf::online::OnlineKeys::load_or_create(&dir)?,
     });
+    // Finishes an online-key rotation that a crash interrupted.
+    crate::tuf::repository::adopt_online_keys(&services)?;
 
     let endpoint = bind_quic(&dir, &config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -12,6 +12,9 @@
 //! - `PUT /v1/content/{sha256}` — raw bytes; stored only if they hash to `sha256`.
 //! - `GET /v1/tuf/online-keys` — [`OnlineKeysView`], the controller's
 //!   timestamp and snapshot keys.
+//! - `POST /v1/tuf/online-keys/next` — [`OnlineKeysView`] of the next online
+//!   keys (created on the first call), which the controller adopts once an
+//!   uploaded root names them: the online-key rotation.
 //! - `PUT /v1/tuf/root` — raw `root.json` bytes: the first root, or the next
 //!   version of the chain → [`TufUploadView`].
 //! - `PUT /v1/tuf/roles/{role}` — raw targets (or delegated targets) metadata

@@ -44,6 +44,7 @@ pub fn router(services: Arc<Services>, quic_port: u16) -> Router {
         .route("/v1/content/{sha256}", put(admin::upload_content).layer(DefaultBodyLimit::disable()))
         .route("/v1/releases", get(admin::list_releases))
         .route("/v1/tuf/online-keys", get(tuf::online_keys))
+        .route("/v1/tuf/online-keys/next", post(tuf::next_online_keys))
         .route("/v1/tuf/root", put(tuf::upload_root).layer(DefaultBodyLimit::max(flotte_protocol::tuf::MAX_ROOT_LEN)))
         .route(
             "/v1/tuf/roles/{role}",

@@ -15,6 +15,14 @@ pub(super) async fn online_keys(State(state): State<ApiState>) -> ApiResult<Onli
     Ok(Json(state.services.tuf_keys.view()))
 }
 
+/// Prepares the next online keys for a rotation (see
+/// [`crate::tuf::online`]); the current ones sign until a root names them.
+pub(super) async fn next_online_keys(State(state): State<ApiState>) -> ApiResult<OnlineKeysView> {
+    let next = state.services.tuf_keys.prepare_next()?;
+    info!("next online TUF keys prepared; they sign once a root names them");
+    Ok(Json(next))
+}
+
 pub(super) async fn upload_root(State(state): State<ApiState>, body: Bytes) -> ApiResult<TufUploadView> {
     let services = &state.services;
     let accepted = repository::upload_root(services, &body, services.now()).map_err(refusal)?;

@@ -169,6 +169,11 @@ enum TrustCommand {
         /// A secret root key (old or new) that signs this root (repeat).
         #[arg(long = "sign-with", required = true)]
         sign_with: Vec<PathBuf>,
+        /// Also replace the controller's online timestamp and snapshot keys
+        /// (after its data directory was stolen): the controller prepares
+        /// new ones and signs with them once this root is stored.
+        #[arg(long)]
+        new_online_keys: bool,
     },
     /// Let a team's key sign releases matching PATH patterns (e.g.
     /// 'team-x/*': every version of package team-x) as role ROLE.
@@ -338,13 +343,17 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 )
             })
         }
-        Command::Trust(TrustCommand::Rotate { root_keys, threshold, targets_key, sign_with }) => {
+        Command::Trust(TrustCommand::Rotate { root_keys, threshold, targets_key, sign_with, new_online_keys }) => {
             let root_keys = root_keys.iter().map(|p| keys::load_public(p)).collect::<Result<Vec<_>>>()?;
             let targets_key = targets_key.as_deref().map(keys::load_public).transpose()?;
             let sign_with = sign_with.iter().map(|p| keys::load_secret(p)).collect::<Result<Vec<_>>>()?;
-            let view =
-                trust::rotate(&client(&cli.connection)?, &root_keys, threshold, targets_key.as_ref(), &sign_with)?;
-            emit(json, &view, |v| format!("root v{} uploaded\n", v.version))
+            let rotation =
+                trust::Rotation { root_keys: &root_keys, threshold, targets: targets_key.as_ref(), new_online_keys };
+            let view = trust::rotate(&client(&cli.connection)?, rotation, &sign_with)?;
+            emit(json, &view, |v| {
+                let online = if new_online_keys { ", the controller signs with its new online keys" } else { "" };
+                format!("root v{} uploaded{online}\n", v.version)
+            })
         }
         Command::Trust(TrustCommand::Delegate { role, paths, keys: key_files, threshold, targets_key }) => {
             let role_keys = key_files.iter().map(|p| keys::load_public(p)).collect::<Result<Vec<_>>>()?;

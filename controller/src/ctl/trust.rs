@@ -131,17 +131,32 @@ fn version_of(signed: &Value) -> u64 {
     signed.get("version").and_then(Value::as_u64).unwrap_or(0)
 }
 
-/// `flottectl trust rotate`: root v(N+1) with `root_keys` (threshold
-/// `threshold`) and the targets key `targets` (unchanged if `None`), signed
-/// by every key in `sign_with`, which must include a threshold of the old
+/// What the next root changes.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation<'a> {
+    /// The new root's keys, with their threshold.
+    pub root_keys: &'a [PublicKey],
+    pub threshold: u64,
+    /// A new targets key; the current one is kept if `None`.
+    pub targets: Option<&'a PublicKey>,
+    /// Replace the controller's online timestamp and snapshot keys too
+    /// (after a theft of its data directory): the root names the next keys
+    /// the controller prepares, and it adopts them once the root is stored.
+    pub new_online_keys: bool,
+}
+
+impl<'a> Rotation<'a> {
+    /// New root keys only.
+    pub fn root_keys(root_keys: &'a [PublicKey], threshold: u64) -> Self {
+        Rotation { root_keys, threshold, targets: None, new_online_keys: false }
+    }
+}
+
+/// `flottectl trust rotate`: root v(N+1) as `rotation` says, signed by
+/// every key in `sign_with`, which must include a threshold of the old
 /// root's keys and of the new one's.
-pub fn rotate(
-    client: &AdminClient,
-    root_keys: &[PublicKey],
-    threshold: u64,
-    targets: Option<&PublicKey>,
-    sign_with: &[SecretKey],
-) -> Result<TufUploadView> {
+pub fn rotate(client: &AdminClient, rotation: Rotation<'_>, sign_with: &[SecretKey]) -> Result<TufUploadView> {
+    let Rotation { root_keys, threshold, targets, new_online_keys } = rotation;
     ensure!(!root_keys.is_empty(), "name the new root's keys with --root-key");
     ensure!(
         (1..=root_keys.len() as u64).contains(&threshold),
@@ -156,7 +171,7 @@ pub fn rotate(
             PublicKeyEntry { keyid: id.to_string(), json: signed["keys"][id].clone() }
         }
     };
-    let online = client.tuf_online_keys()?;
+    let online = if new_online_keys { client.tuf_next_online_keys()? } else { client.tuf_online_keys()? };
     let entries: Vec<PublicKeyEntry> = root_keys.iter().map(entry).collect();
     let bytes = build_root(
         version_of(&signed) + 1,

@@ -166,12 +166,16 @@ pub fn upload_root(services: &Services, bytes: &[u8], now: Timestamp) -> Result<
         return Err(invalid(format!("root v{} expired at {}", new.common.version, new.common.expires_text), None));
     }
     let online = &services.tuf_keys;
-    for (role, signer) in [(tuf::TIMESTAMP, online.timestamp()), (tuf::SNAPSHOT, online.snapshot())] {
+    let current = online.signers();
+    for role in [tuf::TIMESTAMP, tuf::SNAPSHOT] {
         let keys = new.role(role)?;
-        if !keys.keyids.iter().any(|k| k == signer.keyid()) || keys.threshold != 1 {
+        let next = online.next_keyid(role)?;
+        let names = |keyid: &str| keys.keyids.iter().any(|k| k == keyid);
+        if !(names(current.of(role).keyid()) || next.as_deref().is_some_and(names)) || keys.threshold != 1 {
             return Err(invalid(
                 format!(
-                    "root v{} must give the {role} role the controller's online key with threshold 1",
+                    "root v{} must give the {role} role the controller's online key (current or prepared \
+                     next) with threshold 1",
                     new.common.version
                 ),
                 Some("build the root with `flottectl trust init` or `trust rotate`, which fetch the online keys"),
@@ -187,8 +191,23 @@ pub fn upload_root(services: &Services, bytes: &[u8], now: Timestamp) -> Result<
     )?;
     tx.commit()?;
     drop(conn);
+    adopt_online_keys(services)?;
     sign_online(services, now, true)?;
     Ok(Accepted { role: tuf::ROOT.into(), version, releases: Vec::new() })
+}
+
+/// Adopts every prepared online key that the newest stored root names (see
+/// [`super::online`]); run after a root upload and at start-up. Returns the
+/// roles whose key changed.
+pub fn adopt_online_keys(services: &Services) -> Result<Vec<&'static str>, ControllerError> {
+    let Some((_, root)) = current_root(&services.store)? else { return Ok(Vec::new()) };
+    let adopted = services
+        .tuf_keys
+        .adopt_named(|role, keyid| root.role(role).is_ok_and(|keys| keys.keyids.iter().any(|k| k == keyid)))?;
+    for role in &adopted {
+        tracing::info!(role, root = root.common.version, "adopted the new online key the root names");
+    }
+    Ok(adopted)
 }
 
 /// Accepts a targets role (`targets` or a delegated one) signed offline,
@@ -295,7 +314,7 @@ fn sign_online(services: &Services, now: Timestamp, targets_changed: bool) -> Re
         targets_changed,
     };
     let due = policy::due(&state, now);
-    let keys = &services.tuf_keys;
+    let keys = services.tuf_keys.signers();
     let sign_err = |e: tuf::canonical::CanonicalError| ControllerError::Other(format!("cannot sign: {e}"));
     let mut snapshot_version = state.snapshot.map_or(0, |s| s.version);
     let mut snapshot_bytes = file(store, "snapshot.json")?;

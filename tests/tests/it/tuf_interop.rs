@@ -682,16 +682,20 @@ fn controller_metadata_accepted_by_python_tuf() -> Result<()> {
     use flotte_controller::ctl::{keys, package, sample, trust};
     use flotte_protocol::tuf::release::Platform;
 
-    // A controller whose root was rotated once, with a delegated team role,
-    // and one release in each targets role.
+    // A controller whose root and online keys were rotated once, with a
+    // delegated team role, one release in each targets role, and a
+    // rollback authorisation.
     let lab = flotte_tests::Lab::start()?;
     let targets_key = lab.trusted_key()?;
     let new_root = keys::generate(&lab.path("root-2.key"))?.0;
-    trust::rotate(&lab.client, &[new_root.public_key()], 1, None, &[lab.root_key()?, new_root])?;
+    let new_root_public = [new_root.public_key()];
+    let rotation = trust::Rotation { new_online_keys: true, ..trust::Rotation::root_keys(&new_root_public, 1) };
+    trust::rotate(&lab.client, rotation, &[lab.root_key()?, new_root])?;
     let team = lab.untrusted_key()?;
     trust::delegate(&lab.client, &targets_key, "team-x", &["team-x/*".into()], &[team.public_key()], 1)?;
     let hello = sample::build(lab.dir.path(), "hello", "1.0.0", 0)?;
     lab.publish_file(&targets_key, &hello, "hello", "1.0.0", &package::ReleaseSpec::default())?;
+    lab.allow_rollback(&targets_key, "hello", "1.0.0", "2.0.0")?;
     let app = sample::build(lab.dir.path(), "team-x", "1.0", 0)?;
     let spec = package::ReleaseSpec::default();
     package::publish_as(&lab.client, &team, "team-x", &app, "team-x", "1.0", &spec, &Platform::default())?;
@@ -725,7 +729,7 @@ fn controller_metadata_accepted_by_python_tuf() -> Result<()> {
     assert!(out.status.success(), "ngclient refused the controller's metadata: {stderr}");
     let versions: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(versions["root"], 2, "{versions}");
-    assert_eq!(versions["targets"], 3, "init, delegate, publish: {versions}");
+    assert_eq!(versions["targets"], 4, "init, delegate, publish, allow-rollback: {versions}");
     let targets = dir.path().join("client/targets");
     assert_eq!(std::fs::read(targets.join("hello%2F1.0.0"))?, std::fs::read(&hello)?);
     assert_eq!(std::fs::read(targets.join("team-x%2F1.0"))?, std::fs::read(&app)?);

@@ -6,6 +6,7 @@
 //! metadata at upload: the agent must not rely on that.
 
 use anyhow::{Context, Result};
+use flotte_controller::ctl::trust::Rotation;
 use flotte_controller::ctl::{keys, package, sample, trust};
 use flotte_controller::lab::harness::AgentProcess;
 use flotte_protocol::messages::{FailureClass, InstallState};
@@ -357,13 +358,16 @@ fn agents_follow_a_root_rotation_to_two_of_three_keys() -> Result<()> {
     let publics: Vec<_> = new_keys.iter().map(SecretKey::public_key).collect();
 
     // Without the old root's signature the rotation is refused.
-    let err = trust::rotate(&lab.client, &publics, 2, None, &new_keys[..2]).unwrap_err().to_string();
+    let err = trust::rotate(&lab.client, Rotation::root_keys(&publics, 2), &new_keys[..2]).unwrap_err().to_string();
     assert!(err.contains("root v2") && err.contains("signatures"), "{err}");
     // Only one of the new keys: below the new threshold.
-    let err = trust::rotate(&lab.client, &publics, 2, None, &[lab.root_key()?, new_keys.remove(0)]);
+    let err = trust::rotate(&lab.client, Rotation::root_keys(&publics, 2), &[lab.root_key()?, new_keys.remove(0)]);
     assert!(err.unwrap_err().to_string().contains("1 of the required 2"));
-    let view =
-        trust::rotate(&lab.client, &publics, 2, None, &[lab.root_key()?, new_keys.remove(0), new_keys.remove(0)])?;
+    let view = trust::rotate(
+        &lab.client,
+        Rotation::root_keys(&publics, 2),
+        &[lab.root_key()?, new_keys.remove(0), new_keys.remove(0)],
+    )?;
     assert_eq!(view.version, 2);
 
     lab.publish(&key, "hello", "2.0.0")?;
@@ -376,6 +380,45 @@ fn agents_follow_a_root_rotation_to_two_of_three_keys() -> Result<()> {
         2,
         "the agent trusts root v2 now"
     );
+    Ok(())
+}
+
+#[test]
+fn after_a_theft_the_online_keys_are_rotated_and_agents_refuse_what_the_stolen_ones_sign() -> Result<()> {
+    let (mut lab, agents, key) = lab_with_v1()?;
+    let stolen = Stolen::from(&lab)?;
+    let before = lab.client.tuf_online_keys()?;
+
+    // The admin signs root v2 naming the controller's next online keys.
+    let root = lab.root_key()?;
+    let root_public = [root.public_key()];
+    let rotation = Rotation { new_online_keys: true, ..Rotation::root_keys(&root_public, 1) };
+    trust::rotate(&lab.client, rotation, &[root])?;
+    let after = lab.client.tuf_online_keys()?;
+    assert_ne!(after.timestamp, before.timestamp);
+    assert_ne!(after.snapshot, before.snapshot);
+
+    // The agent follows the rotation: a new release installs.
+    lab.publish(&key, "hello", "2.0.0")?;
+    let done = lab.wait_done(lab.deploy_all("hello", "2.0.0")?)?;
+    assert_eq!(done[0].state, Some(InstallState::Succeeded), "{}", failure_message(&done[0]));
+
+    // The controller restarts with the new keys, and their secrets are the only ones it keeps.
+    lab.controller.kill();
+    lab.controller.start()?;
+    lab.client = lab.controller.client()?;
+    assert_eq!(lab.client.tuf_online_keys()?, after);
+    let files: Vec<String> = std::fs::read_dir(&lab.controller.data_dir)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .filter(|n: &Result<String>| n.as_ref().map_or(true, |n| n.starts_with("tuf-")))
+        .collect::<Result<_>>()?;
+    assert_eq!(files.len(), 2, "{files:?}");
+
+    // The thief signs a fresher snapshot and timestamp with the old keys: refused.
+    lab.publish(&key, "hello", "2.1.0")?;
+    stolen.resign_online()?;
+    let message = refused_keeping(&lab, &agents[0], "2.1.0", "2.0.0")?;
+    assert!(message.contains("timestamp") && message.contains("signatures"), "{message}");
     Ok(())
 }
 
