@@ -6,7 +6,7 @@
 
 use flotte_protocol::api::{
     AgentView, ApiError, AssignmentView, DeployRequest, DeploymentView, OnlineKeysView, ReleaseView, ReportView,
-    RolloutRequest, RolloutView, TokenRequest, TokenResponse, TufUploadView,
+    RolloutRequest, RolloutView, TokenRequest, TokenResponse, TufRoleView, TufUploadView,
 };
 use flotte_protocol::{AgentId, Sha256Digest};
 use serde::Serialize;
@@ -117,6 +117,11 @@ impl AdminClient {
     /// The controller's online TUF keys (timestamp, snapshot).
     pub fn tuf_online_keys(&self) -> Result<OnlineKeysView, ClientError> {
         self.get("/v1/tuf/online-keys")
+    }
+
+    /// Every stored TUF role with its expiry, and warnings.
+    pub fn tuf_status(&self) -> Result<Vec<TufRoleView>, ClientError> {
+        self.get("/v1/tuf/status")
     }
 
     /// Prepares (or returns the already prepared) next online keys, which

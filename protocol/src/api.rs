@@ -12,6 +12,8 @@
 //! - `PUT /v1/content/{sha256}` — raw bytes; stored only if they hash to `sha256`.
 //! - `GET /v1/tuf/online-keys` — [`OnlineKeysView`], the controller's
 //!   timestamp and snapshot keys.
+//! - `GET /v1/tuf/status` — a [`TufRoleView`] per stored role: version,
+//!   expiry, and a warning for offline roles close to expiry.
 //! - `POST /v1/tuf/online-keys/next` — [`OnlineKeysView`] of the next online
 //!   keys (created on the first call), which the controller adopts once an
 //!   uploaded root names them: the online-key rotation.
@@ -106,6 +108,20 @@ pub struct TufUploadView {
     pub version: u64,
     /// Releases the upload added to the catalogue (targets roles only).
     pub releases: Vec<ReleaseView>,
+}
+
+/// One stored TUF role (the newest root, targets, each delegated role,
+/// snapshot, timestamp), for `GET /v1/tuf/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TufRoleView {
+    pub role: String,
+    pub version: u64,
+    pub expires: Timestamp,
+    /// Signed by the controller's online keys, and re-signed by it.
+    pub online: bool,
+    /// Set when an offline-signed role expires within 30 days (or has
+    /// expired): what happens and the command that helps.
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

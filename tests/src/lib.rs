@@ -150,6 +150,19 @@ impl Lab {
         self.publish_padded(key, name, version, 0)
     }
 
+    /// Runs the real `flottectl` binary against this lab's controller.
+    pub fn flottectl(&self, args: &[&str]) -> Result<std::process::Output> {
+        let exe = self.bins.agent.with_file_name("flottectl");
+        std::process::Command::new(&exe)
+            .arg("--config")
+            .arg(&self.controller.admin_config)
+            .arg("--url")
+            .arg(format!("https://{}", self.controller.api_addr))
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {}", exe.display()))
+    }
+
     /// Signs with `key` (targets) that `name@version` may replace active
     /// versions up to `up_to`, as `flottectl package allow-rollback` does.
     pub fn allow_rollback(&self, key: &SecretKey, name: &str, version: &str, up_to: &str) -> Result<()> {

@@ -45,6 +45,7 @@ pub fn router(services: Arc<Services>, quic_port: u16) -> Router {
         .route("/v1/releases", get(admin::list_releases))
         .route("/v1/tuf/online-keys", get(tuf::online_keys))
         .route("/v1/tuf/online-keys/next", post(tuf::next_online_keys))
+        .route("/v1/tuf/status", get(tuf::status))
         .route("/v1/tuf/root", put(tuf::upload_root).layer(DefaultBodyLimit::max(flotte_protocol::tuf::MAX_ROOT_LEN)))
         .route(
             "/v1/tuf/roles/{role}",

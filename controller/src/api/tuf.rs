@@ -8,11 +8,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flotte_protocol::api::{OnlineKeysView, TufUploadView};
+use flotte_protocol::api::{OnlineKeysView, TufRoleView, TufUploadView};
 use tracing::info;
 
 pub(super) async fn online_keys(State(state): State<ApiState>) -> ApiResult<OnlineKeysView> {
     Ok(Json(state.services.tuf_keys.view()))
+}
+
+pub(super) async fn status(State(state): State<ApiState>) -> ApiResult<Vec<TufRoleView>> {
+    let services = &state.services;
+    Ok(Json(repository::status(&services.store, services.now())?))
 }
 
 /// Prepares the next online keys for a rotation (see

@@ -175,6 +175,19 @@ enum TrustCommand {
         #[arg(long)]
         new_online_keys: bool,
     },
+    /// Every TUF role the controller serves: version, expiry, and a warning
+    /// for each offline-signed role that expires within 30 days. Exits 3
+    /// if there is a warning, so a monitoring check can run it.
+    Status,
+    /// Re-sign a targets role (`targets` or a delegated one) with the same
+    /// entries and a new year of validity, before it expires.
+    Resign {
+        /// The role: `targets` or a delegated role.
+        role: String,
+        /// The role's secret key.
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Let a team's key sign releases matching PATH patterns (e.g.
     /// 'team-x/*': every version of package team-x) as role ROLE.
     Delegate {
@@ -223,6 +236,7 @@ enum PackageCommand {
     /// rollback authorisation). Agents refuse to install a release over a
     /// newer active version without one; a fleet rollback needs it.
     AllowRollback {
+        /// The package name.
         name: String,
         /// The older version that may be installed again.
         version: String,
@@ -260,6 +274,9 @@ fn main() -> ExitCode {
 fn client(c: &Connection) -> Result<AdminClient> {
     profile::resolve(c.config.as_deref(), c.url.clone(), c.token.clone(), c.ca.clone())?.client()
 }
+
+/// `trust status`: some role needs the admin's attention.
+const EXIT_ATTENTION: u8 = 3;
 
 fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<ExitCode> {
     if json {
@@ -354,6 +371,18 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 let online = if new_online_keys { ", the controller signs with its new online keys" } else { "" };
                 format!("root v{} uploaded{online}\n", v.version)
             })
+        }
+        Command::Trust(TrustCommand::Status) => {
+            let roles = client(&cli.connection)?.tuf_status()?;
+            let now = flotte_protocol::Timestamp::from_system_time(std::time::SystemTime::now());
+            emit(json, &roles, |roles| trust::status_table(roles, now))?;
+            let attention = roles.iter().any(|r| r.warning.is_some());
+            Ok(if attention { ExitCode::from(EXIT_ATTENTION) } else { ExitCode::SUCCESS })
+        }
+        Command::Trust(TrustCommand::Resign { role, key }) => {
+            let secret = keys::load_secret(&key)?;
+            let view = trust::resign(&client(&cli.connection)?, &role, &secret)?;
+            emit(json, &view, |v| format!("{role} v{} signed, valid for another year\n", v.version))
         }
         Command::Trust(TrustCommand::Delegate { role, paths, keys: key_files, threshold, targets_key }) => {
             let role_keys = key_files.iter().map(|p| keys::load_public(p)).collect::<Result<Vec<_>>>()?;

@@ -13,9 +13,9 @@
 //!   patterns it is given (`team-x/*`: every version of package `team-x`).
 
 use crate::client::AdminClient;
-use crate::ctl::keys;
+use crate::ctl::{keys, output};
 use anyhow::{Context, Result, bail, ensure};
-use flotte_protocol::api::TufUploadView;
+use flotte_protocol::api::{TufRoleView, TufUploadView};
 use flotte_protocol::tuf::release::{self, Platform, target_entry, target_name};
 use flotte_protocol::tuf::repo::{self, Ed25519Signer, PublicKeyEntry, RoleSpec, RootSpec};
 use flotte_protocol::tuf::{self, canonical};
@@ -275,4 +275,41 @@ pub fn authorise_rollback(
     })?;
     release::authorise_rollback(&target, entry, up_to)?;
     resign_and_upload(client, role, signed, key)
+}
+
+/// `flottectl trust resign`: the same entries of targets role `role`,
+/// signed with `key` as the next version, valid for another year.
+pub fn resign(client: &AdminClient, role: &str, key: &SecretKey) -> Result<TufUploadView> {
+    ensure!(
+        ![tuf::ROOT, tuf::TIMESTAMP, tuf::SNAPSHOT].contains(&role),
+        "{role} is not a targets role: the controller re-signs snapshot and timestamp itself, and \
+         `flottectl trust rotate` signs the next root"
+    );
+    let signed = match client.tuf_metadata(&format!("{}.json", tuf::path::quote(role, "")))? {
+        Some(bytes) => signed_of(role, &bytes, tuf::MAX_TARGETS_LEN)?,
+        None => bail!("the controller has no {role} metadata to re-sign"),
+    };
+    resign_and_upload(client, role, signed, key)
+}
+
+/// `flottectl trust status` as a table: each role, its version and expiry,
+/// then the warnings.
+pub fn status_table(roles: &[TufRoleView], now: Timestamp) -> String {
+    let rows: Vec<Vec<String>> = roles
+        .iter()
+        .map(|r| {
+            vec![
+                r.role.clone(),
+                r.version.to_string(),
+                r.expires.to_string(),
+                output::duration(r.expires.saturating_since(now)),
+                if r.online { "controller (online)" } else { "offline" }.to_string(),
+            ]
+        })
+        .collect();
+    let mut text = output::table(&["ROLE", "VERSION", "EXPIRES", "LEFT", "SIGNED BY"], &rows);
+    for warning in roles.iter().filter_map(|r| r.warning.as_deref()) {
+        text.push_str(&format!("warning: {warning}\n"));
+    }
+    text
 }

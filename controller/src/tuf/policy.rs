@@ -8,6 +8,10 @@
 //!   re-signs long before anything expires.
 //! - A new snapshot always comes with a new timestamp (the timestamp lists
 //!   the snapshot's hash).
+//! - Roles signed offline (root, targets, delegated roles), which the
+//!   controller cannot re-sign, are flagged from [`OFFLINE_WARNING`] before
+//!   they expire ([`expiring`]), so an admin hears of it while agents still
+//!   trust them.
 
 use flotte_protocol::Timestamp;
 use std::time::Duration;
@@ -21,6 +25,12 @@ pub const SNAPSHOT_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
 pub const TIMESTAMP_LIFETIME: Duration = Duration::from_secs(3 * 24 * 3600);
 /// How often the server checks whether something must be re-signed.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long before an offline-signed role expires the controller starts
+/// warning (in its log, daily, and in `flottectl trust status`).
+pub const OFFLINE_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often the log repeats the warning about one role.
+pub const WARNING_REPEAT: Duration = Duration::from_secs(24 * 3600);
 
 /// Version and expiry of one stored role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +74,45 @@ pub fn due(state: &OnlineState, now: Timestamp) -> Resign {
 /// Expiry of a role signed at `now`.
 pub fn expiry(lifetime: Duration, now: Timestamp) -> Timestamp {
     now.saturating_add(lifetime)
+}
+
+/// An offline-signed role that expires within [`OFFLINE_WARNING`] of `now`
+/// (or has expired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    pub role: String,
+    pub signed: Signed,
+    /// Time left; zero once expired.
+    pub left: Duration,
+}
+
+impl Expiring {
+    /// What to tell the admin: what happens, and the command that helps.
+    pub fn advice(&self) -> String {
+        let fix = if self.role == flotte_protocol::tuf::ROOT {
+            "sign the next root with `flottectl trust rotate` (the same keys may be given again)".to_string()
+        } else {
+            format!("re-sign it offline with `flottectl trust resign {} --key KEY`", self.role)
+        };
+        let when = if self.left.is_zero() {
+            "has expired: agents refuse every update until it is re-signed".to_string()
+        } else {
+            format!("expires in {} days; agents refuse every update once it has", self.left.as_secs().div_ceil(86_400))
+        };
+        format!("{} v{} {when}; {fix}", self.role, self.signed.version)
+    }
+}
+
+/// The offline-signed `roles` (root, targets, delegated roles, each with
+/// its stored version and expiry) that expire within [`OFFLINE_WARNING`].
+pub fn expiring(roles: &[(String, Signed)], now: Timestamp) -> Vec<Expiring> {
+    roles
+        .iter()
+        .filter_map(|(role, signed)| {
+            let left = signed.expires.saturating_since(now);
+            (left < OFFLINE_WARNING).then(|| Expiring { role: role.clone(), signed: *signed, left })
+        })
+        .collect()
 }
 
 fn stale(signed: Option<Signed>, lifetime: Duration, now: Timestamp) -> bool {
@@ -118,5 +167,25 @@ mod tests {
     #[test]
     fn expired_roles_are_resigned() {
         assert_eq!(due(&fresh(0), at(24 * 30)), Resign { snapshot: true, timestamp: true });
+    }
+
+    #[test]
+    fn offline_roles_are_flagged_from_thirty_days_before_they_expire() {
+        let day = 24 * HOUR;
+        let role = |name: &str, days: u32| {
+            (name.to_string(), Signed { version: 2, expires: at(0).saturating_add(day * days) })
+        };
+        let roles = [role("root", 200), role("targets", 29), role("team-x", 31)];
+        let flagged = expiring(&roles, at(0));
+        assert_eq!(flagged.len(), 1, "{flagged:?}");
+        assert_eq!((flagged[0].role.as_str(), flagged[0].left), ("targets", day * 29));
+        let advice = flagged[0].advice();
+        assert!(advice.contains("targets v2 expires in 29 days"), "{advice}");
+        assert!(advice.contains("flottectl trust resign targets --key KEY"), "{advice}");
+
+        let later = expiring(&roles, at(24 * 200));
+        let root = later.iter().find(|e| e.role == "root").expect("root flagged once expired");
+        assert!(root.left.is_zero());
+        assert!(root.advice().contains("has expired") && root.advice().contains("trust rotate"), "{}", root.advice());
     }
 }

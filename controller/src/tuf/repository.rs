@@ -22,7 +22,7 @@ use super::policy::{self, OnlineState, Resign, Signed};
 use crate::error::ControllerError;
 use crate::server::Services;
 use crate::store::{Store, from_ts, ts};
-use flotte_protocol::api::ReleaseView;
+use flotte_protocol::api::{ReleaseView, TufRoleView};
 use flotte_protocol::tuf::metadata::{Envelope, RootMetadata, TargetsMetadata};
 use flotte_protocol::tuf::release::{read_release, target_name};
 use flotte_protocol::tuf::verify::verify_role;
@@ -137,6 +137,35 @@ pub fn rollback_up_to(store: &Store, name: &str, version: &str) -> Result<Option
         .find_map(|(_, _, md)| md.targets.get(&target))
         .and_then(|file| read_release(&target, file).ok())
         .and_then(|custom| custom.rollback_up_to))
+}
+
+/// Every stored role as the admin sees it: the newest root, the targets
+/// roles, snapshot and timestamp, with a warning on each offline-signed
+/// role close to expiry ([`policy::expiring`]).
+pub fn status(store: &Store, now: Timestamp) -> Result<Vec<TufRoleView>, ControllerError> {
+    let rows: Vec<(String, i64, i64)> = {
+        let conn = store.conn();
+        let mut stmt = conn.prepare(
+            "SELECT role, version, expires FROM tuf_metadata AS t
+             WHERE version = (SELECT MAX(version) FROM tuf_metadata WHERE role = t.role)
+             ORDER BY CASE role WHEN 'root' THEN 0 WHEN 'targets' THEN 1 WHEN 'snapshot' THEN 3
+                                WHEN 'timestamp' THEN 4 ELSE 2 END, role",
+        )?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(role, version, expires)| {
+            let signed = Signed { version: u64::try_from(version).unwrap_or(0), expires: from_ts(expires) };
+            let online = role == tuf::SNAPSHOT || role == tuf::TIMESTAMP;
+            let warning = if online {
+                None
+            } else {
+                policy::expiring(&[(role.clone(), signed)], now).first().map(policy::Expiring::advice)
+            };
+            TufRoleView { role, version: signed.version, expires: signed.expires, online, warning }
+        })
+        .collect())
 }
 
 /// Accepts a root: the first one (self-signed, version 1) or the next of
@@ -363,11 +392,27 @@ pub fn views(services: &Services, accepted: &Accepted) -> Result<Vec<ReleaseView
 /// Runs the re-signing timer until `shutdown`.
 pub async fn run_timer(services: std::sync::Arc<Services>, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut warned: std::collections::HashMap<String, Timestamp> = std::collections::HashMap::new();
     loop {
-        match resign(&services, services.now(), false) {
+        let now = services.now();
+        match resign(&services, now, false) {
             Ok(done) if !done.nothing() => tracing::info!(?done, "re-signed online TUF metadata"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot re-sign online TUF metadata"),
+        }
+        match status(&services.store, now) {
+            Ok(roles) => {
+                for role in roles {
+                    let Some(warning) = role.warning else { continue };
+                    let due =
+                        warned.get(&role.role).is_none_or(|at| now.saturating_since(*at) >= policy::WARNING_REPEAT);
+                    if due {
+                        tracing::warn!(role = %role.role, expires = %role.expires, "{warning}");
+                        warned.insert(role.role, now);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read TUF metadata expiry"),
         }
         tokio::select! {
             () = &mut shutdown => return,

@@ -5,19 +5,10 @@
 use anyhow::{Context, Result, ensure};
 use flotte_protocol::api::AgentView;
 use flotte_tests::{DEADLINE, Lab, wait_for};
-use std::process::Command;
 
-/// Runs the real `flottectl` binary against the lab's controller.
+/// Runs the real `flottectl` binary against the lab's controller; it must succeed.
 fn flottectl(lab: &Lab, args: &[&str]) -> Result<String> {
-    let exe = lab.bins.agent.with_file_name("flottectl");
-    let out = Command::new(&exe)
-        .arg("--config")
-        .arg(&lab.controller.admin_config)
-        .arg("--url")
-        .arg(format!("https://{}", lab.controller.api_addr))
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let out = lab.flottectl(args)?;
     ensure!(out.status.success(), "flottectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?)
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use flotte_controller::ctl::trust::Rotation;
 use flotte_controller::ctl::{keys, package, sample, trust};
 use flotte_controller::lab::harness::AgentProcess;
+use flotte_protocol::api::TufRoleView;
 use flotte_protocol::messages::{FailureClass, InstallState};
 use flotte_protocol::tuf::metadata::Envelope;
 use flotte_protocol::tuf::release::{Platform, target_entry, target_name};
@@ -419,6 +420,36 @@ fn after_a_theft_the_online_keys_are_rotated_and_agents_refuse_what_the_stolen_o
     stolen.resign_online()?;
     let message = refused_keeping(&lab, &agents[0], "2.1.0", "2.0.0")?;
     assert!(message.contains("timestamp") && message.contains("signatures"), "{message}");
+    Ok(())
+}
+
+#[test]
+fn trust_status_warns_before_an_offline_role_expires_and_resign_renews_it() -> Result<()> {
+    let lab = Lab::start()?;
+    // Targets signed with the real targets key, but for ten days only.
+    let bytes = lab.client.tuf_metadata("targets.json")?.context("targets")?;
+    let mut signed = Envelope::parse("targets", &bytes, tuf::MAX_TARGETS_LEN)?.signed;
+    signed["version"] = json!(2);
+    signed["expires"] = json!(expiry::format(now().saturating_add(Duration::from_secs(10 * 86_400 - 60))));
+    lab.client.upload_role("targets", &repo::sign(&signed, &[&trust::signer(&lab.trusted_key()?)])?)?;
+
+    let out = lab.flottectl(&["trust", "status"])?;
+    let text = String::from_utf8(out.stdout)?;
+    assert_eq!(out.status.code(), Some(3), "a warning needs attention: {text}");
+    assert!(text.contains("warning: targets v2 expires in 10 days"), "{text}");
+    assert!(text.contains("flottectl trust resign targets --key KEY"), "{text}");
+    let roles: Vec<TufRoleView> = serde_json::from_slice(&lab.flottectl(&["--json", "trust", "status"])?.stdout)?;
+    let flagged: Vec<(&str, bool)> = roles.iter().map(|r| (r.role.as_str(), r.warning.is_some())).collect();
+    assert_eq!(flagged, [("root", false), ("targets", true), ("snapshot", false), ("timestamp", false)]);
+
+    let key = lab.trust.targets_key.to_string_lossy().into_owned();
+    let resigned = lab.flottectl(&["trust", "resign", "targets", "--key", &key])?;
+    assert!(resigned.status.success(), "{}", String::from_utf8_lossy(&resigned.stderr));
+    let out = lab.flottectl(&["--json", "trust", "status"])?;
+    assert_eq!(out.status.code(), Some(0));
+    let roles: Vec<TufRoleView> = serde_json::from_slice(&out.stdout)?;
+    let targets = roles.iter().find(|r| r.role == "targets").context("targets")?;
+    assert_eq!((targets.version, targets.warning.as_deref()), (3, None));
     Ok(())
 }
 
