@@ -65,7 +65,16 @@ enum Command {
 /// A failure with its exit code.
 struct Exit(u8, String);
 
+/// A reader that goes away (`flotte list | head`) ends the process quietly,
+/// as with other Unix tools, instead of a panic on the next write.
+#[allow(unsafe_code)]
+fn die_quietly_on_broken_pipe() {
+    // SAFETY: restores the default disposition, before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 fn main() -> ExitCode {
+    die_quietly_on_broken_pipe();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -256,7 +256,16 @@ enum PackageCommand {
     List,
 }
 
+/// A reader that goes away (`flottectl status | head`) ends the process quietly,
+/// as with other Unix tools, instead of a panic on the next write.
+#[allow(unsafe_code)]
+fn die_quietly_on_broken_pipe() {
+    // SAFETY: restores the default disposition, before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 fn main() -> ExitCode {
+    die_quietly_on_broken_pipe();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

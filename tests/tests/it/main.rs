@@ -6,6 +6,7 @@ mod agent_faults;
 mod agent_window;
 mod auth;
 mod bench_smoke;
+mod cli;
 mod controller_config;
 mod crash;
 mod delivery;
