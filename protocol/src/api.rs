@@ -278,6 +278,44 @@ pub struct RolloutRequest {
     pub defer_seconds: Option<u32>,
 }
 
+impl RolloutRequest {
+    /// Waves when none are given: a canary, a quarter, then everyone.
+    pub const DEFAULT_WAVES: &'static str = "1,25%,100%";
+    /// Percent of a wave that must succeed when not given.
+    pub const DEFAULT_SUCCESS: f64 = 95.0;
+    /// Failures that halt a rollout when not given.
+    pub const DEFAULT_MAX_FAILURES: &'static str = "2%";
+    /// Silence deadline when not given, in seconds.
+    pub const DEFAULT_SILENCE_SECONDS: u64 = 3600;
+
+    /// A push of `name@version` to `target` with the defaults of
+    /// `flottectl rollout create`: the default waves, success threshold,
+    /// failure limit and silence deadline (silent agents count as failed),
+    /// no soak, automatic advance, starting now, any time, no deferrals.
+    pub fn new(name: impl Into<String>, version: impl Into<String>, target: Target) -> Self {
+        RolloutRequest {
+            name: name.into(),
+            version: version.into(),
+            target,
+            waves: Self::DEFAULT_WAVES.into(),
+            success_threshold: Self::DEFAULT_SUCCESS,
+            max_failures: Self::DEFAULT_MAX_FAILURES.into(),
+            soak_seconds: 0,
+            silence_seconds: Self::DEFAULT_SILENCE_SECONDS,
+            silent_counts_as_failed: true,
+            manual: false,
+            start_at: None,
+            window: None,
+            mode: None,
+            deadline: None,
+            notes: None,
+            deferrals: None,
+            notice_seconds: None,
+            defer_seconds: None,
+        }
+    }
+}
+
 /// Progress of one wave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaveView {

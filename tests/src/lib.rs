@@ -245,34 +245,21 @@ impl Lab {
     }
 }
 
-/// The failure message of a terminal assignment (failed, rolled back or
-/// rollback failed), or a description of why there is none.
 /// A push rollout of `hello@version` to every agent in `waves` that
 /// tolerates nothing: every agent must succeed, no failure is allowed, no
 /// soak, an hour's silence deadline. Tests change what they exercise.
 pub fn strict_rollout(version: &str, waves: &str) -> RolloutRequest {
     RolloutRequest {
-        name: "hello".into(),
-        version: version.into(),
-        target: Target::All,
         waves: waves.into(),
         success_threshold: 100.0,
         max_failures: "0".into(),
-        soak_seconds: 0,
         silence_seconds: 3600,
-        silent_counts_as_failed: true,
-        manual: false,
-        start_at: None,
-        window: None,
-        mode: None,
-        deadline: None,
-        notes: None,
-        deferrals: None,
-        notice_seconds: None,
-        defer_seconds: None,
+        ..RolloutRequest::new("hello", version, Target::All)
     }
 }
 
+/// The failure message of a terminal assignment (failed, rolled back or
+/// rollback failed), or a description of why there is none.
 pub fn failure_message(a: &AssignmentView) -> String {
     match a.state.as_ref().and_then(InstallState::failure) {
         Some((_, message)) => message.to_string(),

@@ -108,13 +108,13 @@ pub struct CreateArgs {
     /// (when it joined the rollout) that is not assigned yet, e.g.
     /// tag:pilot,25%,100% (the pilots, then others up to 25%, then
     /// everyone). The last wave must be 100%.
-    #[arg(long, default_value = "1,25%,100%")]
+    #[arg(long, default_value = RolloutRequest::DEFAULT_WAVES)]
     pub waves: String,
     /// Percent of a wave that must succeed before the next starts.
-    #[arg(long, default_value_t = 95.0)]
+    #[arg(long, default_value_t = RolloutRequest::DEFAULT_SUCCESS)]
     pub success: f64,
     /// Halt when more agents fail than this: a count (3) or a percentage (2%).
-    #[arg(long, default_value = "2%")]
+    #[arg(long, default_value = RolloutRequest::DEFAULT_MAX_FAILURES)]
     pub max_failures: String,
     /// How long a passed wave must stay green before the next (e.g. 10m).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
@@ -366,6 +366,19 @@ mod tests {
     use super::*;
 
     use flotte_protocol::api::WaveView;
+
+    #[test]
+    fn a_rollout_created_without_options_is_the_api_default_request() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            create: CreateArgs,
+        }
+        let cli = Cli::try_parse_from(["create", "app@1.2.0", "--to", "all"]).unwrap();
+        let expected = RolloutRequest { mode: Some("push".into()), ..RolloutRequest::new("app", "1.2.0", Target::All) };
+        assert_eq!(cli.create.request().unwrap(), expected);
+    }
 
     #[test]
     fn start_times_with_offsets_convert_to_utc() {

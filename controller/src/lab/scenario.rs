@@ -52,24 +52,12 @@ pub struct Stage<'a> {
 impl Stage<'_> {
     fn request(&self, success_threshold: f64, max_failures: String) -> RolloutRequest {
         RolloutRequest {
-            name: "hello".into(),
-            version: "2.0.0".into(),
-            target: Target::All,
             waves: self.waves.into(),
             success_threshold,
             max_failures,
             soak_seconds: self.soak.as_secs(),
             silence_seconds: self.timeout.as_secs().max(1),
-            silent_counts_as_failed: true,
-            manual: false,
-            start_at: None,
-            window: None,
-            mode: None,
-            deadline: None,
-            notes: None,
-            deferrals: None,
-            notice_seconds: None,
-            defer_seconds: None,
+            ..RolloutRequest::new("hello", "2.0.0", Target::All)
         }
     }
 
