@@ -13,7 +13,8 @@
 //! - When the source is unreachable ([`Fetched::Unavailable`]), the update
 //!   goes on with the persisted timestamp, snapshot and targets, which must
 //!   still verify and be unexpired: an offline client trusts nothing newer
-//!   and nothing expired.
+//!   and nothing expired. A target they do not list is then
+//!   [`UpdateError::NotFoundOffline`], not a verdict.
 
 use crate::tuf_store::TufStore;
 use flotte_protocol::Timestamp;
@@ -50,6 +51,10 @@ pub enum UpdateError {
     NoRoot(String),
     #[error("target {0:?} is not in the repository (no trusted targets role lists it)")]
     NotFound(String),
+    /// The repository could not be asked, and the persisted metadata does
+    /// not list the target: not a verdict, it may be listed by now.
+    #[error("target {target:?} is not in the persisted metadata, and the repository could not be asked: {reason}")]
+    NotFoundOffline { target: String, reason: String },
     #[error(transparent)]
     Store(#[from] crate::error::AgentError),
 }
@@ -63,9 +68,31 @@ pub struct Client<'a, S: MetadataSource> {
     pub offline_fallback: bool,
 }
 
+/// A finished top-level update.
+struct Updated {
+    set: TrustedMetadataSet,
+    /// Why the source could not be used, if the persisted metadata stood in.
+    offline: Option<String>,
+}
+
 impl<S: MetadataSource> Client<'_, S> {
     /// The top-level update: root chain, timestamp, snapshot, targets.
     pub fn refresh(&mut self, now: Timestamp) -> Result<TrustedMetadataSet, UpdateError> {
+        self.update(now).map(|updated| updated.set)
+    }
+
+    /// The top-level update, then the search for `name` ([`Self::find_target`]).
+    /// If the source could not be used and the persisted metadata does not
+    /// list `name`, that is [`UpdateError::NotFoundOffline`], naming why.
+    pub fn lookup(&mut self, name: &str, now: Timestamp) -> Result<(TargetFile, String), UpdateError> {
+        let Updated { mut set, offline } = self.update(now)?;
+        match (self.find_target(&mut set, name, now), offline) {
+            (Err(UpdateError::NotFound(target)), Some(reason)) => Err(UpdateError::NotFoundOffline { target, reason }),
+            (found, _) => found,
+        }
+    }
+
+    fn update(&mut self, now: Timestamp) -> Result<Updated, UpdateError> {
         let root = self.store.load(tuf::ROOT)?.ok_or_else(|| UpdateError::NoRoot("none persisted".into()))?;
         let mut set = TrustedMetadataSet::new(&root).map_err(|e| UpdateError::NoRoot(e.to_string()))?;
         // Rollback references from the last successful update. One that no
@@ -139,7 +166,7 @@ impl<S: MetadataSource> Client<'_, S> {
             self.store.save(tuf::SNAPSHOT, &bytes)?;
         }
         self.load_targets(&mut set, tuf::TARGETS, tuf::ROOT, now, offline.as_deref())?;
-        Ok(set)
+        Ok(Updated { set, offline })
     }
 
     /// Searches the delegation tree for `name`, fetching roles as needed.
@@ -286,8 +313,7 @@ mod tests {
     }
 
     fn find(client: &mut Client<'_, Memory>, now: Timestamp) -> Result<String, UpdateError> {
-        let mut set = client.refresh(now)?;
-        client.find_target(&mut set, "app/1.0", now).map(|(_, role)| role)
+        client.lookup("app/1.0", now).map(|(_, role)| role)
     }
 
     #[test]
@@ -321,8 +347,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_root(dir.path());
         let mut client = Client { store: &store, source: Memory(Some(repository())), offline_fallback: true };
-        let mut set = client.refresh(t0()).unwrap();
-        assert!(matches!(client.find_target(&mut set, "app/2.0", t0()), Err(UpdateError::NotFound(_))));
+        assert!(matches!(client.lookup("app/2.0", t0()), Err(UpdateError::NotFound(_))));
+        // Offline, the persisted metadata not listing it is no verdict.
+        let mut offline = Client { store: &store, source: Memory(None), offline_fallback: true };
+        let err = offline.lookup("app/2.0", t0()).unwrap_err();
+        assert!(matches!(&err, UpdateError::NotFoundOffline { reason, .. } if reason == "unreachable"), "{err}");
 
         let empty = TufStore::open(&dir.path().join("empty")).unwrap();
         let mut client = Client { store: &empty, source: Memory(Some(repository())), offline_fallback: true };

@@ -54,8 +54,7 @@ impl Verifier {
             let source = QuicSource { handle, connection };
             let mut client = Client { store: &store, source, offline_fallback: true };
             let name = target_name(&release.name, &release.version);
-            let mut set = client.refresh(now).map_err(to_verify_error)?;
-            let (file, role) = client.find_target(&mut set, &name, now).map_err(to_verify_error)?;
+            let (file, role) = client.lookup(&name, now).map_err(to_verify_error)?;
             verified_release(&name, &file, &role, &Platform::this_host())
         })
         .await

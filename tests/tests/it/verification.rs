@@ -454,6 +454,22 @@ fn trust_status_warns_before_an_offline_role_expires_and_resign_renews_it() -> R
 }
 
 #[test]
+fn metadata_longer_than_its_role_allows_is_refused_over_quic_before_it_is_read() -> Result<()> {
+    let (lab, agents, key) = lab_with_v1()?;
+    lab.publish(&key, "hello", "2.0.0")?;
+    // A correctly signed timestamp, padded to 1 MiB: a timestamp may be 16 KiB.
+    let stolen = Stolen::from(&lab)?;
+    let mut signed = stolen.signed("timestamp.json")?;
+    signed["version"] = json!(signed["version"].as_u64().context("version")? + 1);
+    signed["padding"] = json!("x".repeat(1 << 20));
+    stolen.put("timestamp", &repo::sign(&signed, &[&stolen.timestamp])?)?;
+
+    let message = refused_keeping(&lab, &agents[0], "2.0.0", "1.0.0")?;
+    assert!(message.contains("timestamp.json is") && message.contains("16384-byte limit"), "{message}");
+    Ok(())
+}
+
+#[test]
 fn enrollment_refuses_a_trust_root_that_does_not_verify_and_writes_nothing() -> Result<()> {
     let lab = Lab::start()?;
     let token = lab.client.create_enrollment_token(Duration::from_secs(600))?.token;
