@@ -250,7 +250,7 @@ async fn receive(
 
     let mut remaining = expected;
     while remaining > 0 {
-        let max = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
+        let max = usize::try_from(remaining).unwrap_or(CHUNK).min(read_size(throttle.as_ref(), min));
         let chunk = timeout_at(guard.deadline().into(), recv.read_chunk(max, true))
             .await
             .map_err(|_| too_slow(&guard))?
@@ -284,6 +284,15 @@ async fn receive(
     Ok(())
 }
 
+/// How much one read may take: [`CHUNK`], or less under a bandwidth limit
+/// so that the throttle's pause after one read stays within a quarter of
+/// the slow-retrieval window (a slow limit never looks like a stall).
+fn read_size(throttle: Option<&Throttle>, min: MinRate) -> usize {
+    let Some(throttle) = throttle else { return CHUNK };
+    let quarter_window = throttle.rate().bytes_per_second() as f64 * min.window.as_secs_f64() / 4.0;
+    (quarter_window as usize).clamp(1, CHUNK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +309,37 @@ mod tests {
         hasher.update(b"def");
         assert_eq!(hasher.finish().0, Sha256Digest::of(b"abcdef"));
         assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn a_throttled_read_never_costs_more_than_a_quarter_of_the_slow_retrieval_window() {
+        let window = |secs| MinRate { rate: Rate::KIB_PER_SECOND, window: std::time::Duration::from_secs(secs) };
+        let limit = |text| Throttle::new(Rate::parse(text).unwrap());
+        assert_eq!(read_size(None, window(60)), CHUNK);
+        assert_eq!(read_size(Some(&limit("10 MiB/s")), window(60)), CHUNK);
+        // 1 KiB/s over 60 s: 15 KiB reads, a 15 s pause each, not 64 s.
+        assert_eq!(read_size(Some(&limit("1 KiB/s")), window(60)), 15 * 1024);
+        assert_eq!(read_size(Some(&limit("1 B/s")), window(1)), 1, "never zero");
+    }
+
+    /// The reader loop of [`receive`] in simulated time, on a link that
+    /// always has data ready: a download throttled to exactly the minimum
+    /// rate (the lowest limit the config accepts) is never given up.
+    #[test]
+    fn a_download_throttled_to_the_minimum_rate_is_never_given_up_as_slow() {
+        for (limit, window) in [("1 KiB/s", 60), ("64 KiB/s", 2), ("1 MiB/s", 1)] {
+            let rate = Rate::parse(limit).unwrap();
+            let min = MinRate { rate, window: std::time::Duration::from_secs(window) };
+            let start = Instant::now();
+            let (mut now, mut throttle, mut guard) = (start, Throttle::new(rate), RateGuard::new(min, start));
+            while now - start < min.window * 20 {
+                let read = read_size(Some(&throttle), min) as u64;
+                assert!(now < guard.deadline(), "{limit}: the read would time out at {:?}", now - start);
+                guard.record(read, now);
+                assert_eq!(guard.check(now), Ok(()), "{limit} at {:?}", now - start);
+                now += throttle.pause_after(read, now);
+            }
+        }
     }
 
     #[test]

@@ -89,6 +89,10 @@ impl Throttle {
         Throttle { rate, drained_at: None }
     }
 
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
     /// Accounts for `bytes` that arrived at `now` and returns how long the
     /// reader must pause before reading more (zero while within the burst).
     pub fn pause_after(&mut self, bytes: u64, now: Instant) -> Duration {
