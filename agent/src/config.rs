@@ -10,6 +10,7 @@
 
 use crate::error::{AgentError, Result};
 use crate::local::policy::PullPolicy;
+use crate::slow_retrieval::MinRate;
 use crate::state_dir::DEFAULT_STATE_DIR;
 use crate::throttle::Rate;
 use flotte_protocol::window::Window;
@@ -50,6 +51,9 @@ pub struct AgentConfig {
     pub inventory_interval: Duration,
     /// The most download bandwidth the agent takes; `None` is unlimited.
     pub download_bandwidth_limit: Option<Rate>,
+    /// The slowest a download may go before it is given up as a slow
+    /// retrieval and retried later; never above the bandwidth limit.
+    pub download_min_rate: MinRate,
     /// The local socket and who may install through it (`[pull]`).
     pub pull: PullConfig,
     /// When this host accepts required installs (pushes and deadline
@@ -112,6 +116,10 @@ struct FileConfig {
     inventory_interval: Option<String>,
     /// A bandwidth, e.g. `"10 MiB/s"` or `"20 Mbit/s"`.
     download_bandwidth_limit: Option<String>,
+    /// A bandwidth, e.g. `"1 KiB/s"`.
+    download_min_rate: Option<String>,
+    /// A humantime duration, e.g. `"60s"`.
+    download_min_rate_window: Option<String>,
     /// e.g. `"sat,sun 00:00-06:00"`, optionally with a zone or offset.
     maintenance_window: Option<String>,
     pull: Option<FilePull>,
@@ -163,6 +171,22 @@ impl AgentConfig {
                         .map_err(|reason| AgentError::ConfigValue { key: "download_bandwidth_limit", reason })
                 })
                 .transpose()?,
+            download_min_rate: MinRate {
+                rate: parsed
+                    .download_min_rate
+                    .as_deref()
+                    .map(|text| {
+                        Rate::parse(text).map_err(|reason| AgentError::ConfigValue { key: "download_min_rate", reason })
+                    })
+                    .transpose()?
+                    .unwrap_or(MinRate::DEFAULT.rate),
+                window: parsed
+                    .download_min_rate_window
+                    .as_deref()
+                    .map(|text| parse_duration("download_min_rate_window", text))
+                    .transpose()?
+                    .unwrap_or(MinRate::DEFAULT.window),
+            },
             maintenance_window: parsed
                 .maintenance_window
                 .as_deref()
@@ -192,9 +216,25 @@ impl AgentConfig {
                 }
             },
         };
+        check_rates(config.download_bandwidth_limit, config.download_min_rate.rate)?;
         tracing_subscriber::EnvFilter::try_new(&config.log_level)
             .map_err(|e| AgentError::LogLevel { value: config.log_level.clone(), reason: e.to_string() })?;
         Ok(config)
+    }
+}
+
+/// A bandwidth limit below the minimum rate would make the agent give up
+/// its own throttled downloads as slow retrievals, every time.
+fn check_rates(limit: Option<Rate>, min: Rate) -> Result<()> {
+    match limit {
+        Some(limit) if limit.bytes_per_second() < min.bytes_per_second() => Err(AgentError::ConfigValue {
+            key: "download_bandwidth_limit",
+            reason: format!(
+                "{limit} is below download_min_rate ({min}), so every throttled download would be given up \
+                 as too slow; raise the limit or lower download_min_rate"
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -239,6 +279,7 @@ mod tests {
         assert!(!c.report_dpkg_packages);
         assert_eq!(c.inventory_interval, DEFAULT_INVENTORY_INTERVAL);
         assert_eq!(c.download_bandwidth_limit, None);
+        assert_eq!(c.download_min_rate, MinRate::DEFAULT);
         assert_eq!(c.maintenance_window, None);
     }
 
@@ -282,6 +323,36 @@ mod tests {
         assert_eq!(c.download_bandwidth_limit.map(Rate::bytes_per_second), Some(2_500_000));
         let err = load_text("download_bandwidth_limit = \"fast\"\n", Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("download_bandwidth_limit"), "{err}");
+    }
+
+    #[test]
+    fn the_minimum_download_rate_and_its_window_are_read_and_checked() {
+        let text = "download_min_rate = \"64 KiB/s\"\ndownload_min_rate_window = \"2s\"\n";
+        let c = load_text(text, Overrides::default()).unwrap();
+        assert_eq!(c.download_min_rate.rate.bytes_per_second(), 64 * 1024);
+        assert_eq!(c.download_min_rate.window, Duration::from_secs(2));
+        for (bad, key) in [
+            ("download_min_rate = \"slow\"\n", "download_min_rate"),
+            ("download_min_rate = \"0 B/s\"\n", "download_min_rate"),
+            ("download_min_rate_window = \"0s\"\n", "download_min_rate_window"),
+        ] {
+            let err = load_text(bad, Overrides::default()).unwrap_err();
+            assert!(matches!(err, AgentError::ConfigValue { key: k, .. } if k == key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bandwidth_limit_below_the_minimum_rate_is_refused_rather_than_aborting_every_download() {
+        let text = "download_bandwidth_limit = \"512 B/s\"\n";
+        let err = load_text(text, Overrides::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, AgentError::ConfigValue { key: "download_bandwidth_limit", .. }), "{err}");
+        assert!(msg.contains("512 B/s is below download_min_rate (1 KiB/s)"), "{msg}");
+        let lowered = "download_bandwidth_limit = \"512 B/s\"\ndownload_min_rate = \"256 B/s\"\n";
+        let c = load_text(lowered, Overrides::default()).unwrap();
+        assert_eq!(c.download_bandwidth_limit.map(Rate::bytes_per_second), Some(512));
+        let equal = "download_bandwidth_limit = \"1 KiB/s\"\n";
+        assert!(load_text(equal, Overrides::default()).is_ok());
     }
 
     #[test]

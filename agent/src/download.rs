@@ -9,8 +9,13 @@
 //!   are hashed again before new ones are appended. A part file longer than
 //!   the signed size is deleted and the download starts over.
 //! - The file is fsynced before [`Outcome::Done`] is returned.
-//! - A stalled stream is given up after [`READ_TIMEOUT`] without data, so a
-//!   slow-loris controller cannot hold a job forever.
+//! - A slow stream is given up as [`Outcome::Interrupted`] with a message
+//!   starting "slow retrieval": after [`READ_TIMEOUT`] without data, or once
+//!   the last window averaged less than the [`MinRate`]
+//!   (`download_min_rate`, checked by [`RateGuard`] from the request on,
+//!   after a grace of one window). So neither a slow-loris controller nor
+//!   anyone on the path who can only delay packets holds a job forever: the
+//!   job retries later with its backoff and resumes from the part file.
 //! - A file that is already complete is only hashed again: no connection is
 //!   needed, so a job resumed after a crash can go on while offline.
 //! - A local write that fails because of the host (disk full, I/O error) is
@@ -20,6 +25,7 @@
 
 use crate::durable;
 use crate::error::AgentError;
+use crate::slow_retrieval::{MinRate, RateGuard};
 use crate::throttle::{Rate, Throttle};
 use crate::wire;
 use flotte_protocol::ContentHasher;
@@ -30,11 +36,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tokio::time::timeout;
+use std::time::Instant;
+use tokio::time::timeout_at;
 
-/// Longest wait for the response header or for the next chunk of content.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub use crate::slow_retrieval::READ_TIMEOUT;
 /// Largest chunk read (and written) at once.
 const CHUNK: usize = 64 * 1024;
 
@@ -65,13 +70,14 @@ impl Outcome {
 /// `on_start` is called with the resume offset just before bytes are
 /// requested from the controller (not at all if the file is already
 /// complete). Without a connection only a complete file can succeed.
-/// `limit` caps the download's bandwidth.
+/// `limit` caps the download's bandwidth; below `min` it is given up.
 pub async fn fetch(
     connection: Option<&Connection>,
     path: PathBuf,
     digest: Sha256Digest,
     size: u64,
     limit: Option<Rate>,
+    min: MinRate,
     on_start: impl FnOnce(u64),
 ) -> Outcome {
     let prepared = tokio::task::spawn_blocking({
@@ -90,7 +96,8 @@ pub async fn fetch(
             return Outcome::Interrupted("not connected to the controller".into());
         };
         on_start(offset);
-        let target = Target { path: &path, file: &mut file, hasher: &mut hasher, throttle: limit.map(Throttle::new) };
+        let target =
+            Target { path: &path, file: &mut file, hasher: &mut hasher, throttle: limit.map(Throttle::new), min };
         if let Err(outcome) = receive(connection, digest, offset, size, target).await {
             return outcome;
         }
@@ -164,17 +171,19 @@ pub fn hash_file(path: &Path) -> Result<(Sha256Digest, u64), AgentError> {
 
 /// Fetches all `size` bytes of `digest` over `connection` into `sink`
 /// (a download without a part file: nothing to resume), hashing them on the
-/// way, with every check of [`fetch`] on sizes and stalls. `label` names the
-/// sink in errors. The fleet simulator uses it to discard verified content.
+/// way, with every check of [`fetch`] on sizes and slow retrieval. `label`
+/// names the sink in errors. The fleet simulator uses it to discard verified
+/// content.
 pub async fn fetch_into(
     connection: &Connection,
     label: &Path,
     digest: Sha256Digest,
     size: u64,
+    min: MinRate,
     sink: &mut impl Write,
 ) -> Outcome {
     let mut hasher = ContentHasher::new();
-    let target = Target { path: label, file: sink, hasher: &mut hasher, throttle: None };
+    let target = Target { path: label, file: sink, hasher: &mut hasher, throttle: None, min };
     match receive(connection, digest, 0, size, target).await {
         Ok(()) => {
             let (sha256, size) = hasher.finish();
@@ -184,12 +193,13 @@ pub async fn fetch_into(
     }
 }
 
-/// Where received bytes go, and how fast they may come.
+/// Where received bytes go, and how fast they may and must come.
 struct Target<'a, W: Write> {
     path: &'a Path,
     file: &'a mut W,
     hasher: &'a mut ContentHasher,
     throttle: Option<Throttle>,
+    min: MinRate,
 }
 
 /// Requests `offset..size` and appends it to the target.
@@ -200,16 +210,22 @@ async fn receive(
     size: u64,
     target: Target<'_, impl Write>,
 ) -> Result<(), Outcome> {
-    let Target { path, file, hasher, mut throttle } = target;
+    let Target { path, file, hasher, mut throttle, min } = target;
     let interrupted = |what: &str, e: &dyn std::fmt::Display| Outcome::Interrupted(format!("{what}: {e}"));
+    let mut guard = RateGuard::new(min, Instant::now());
+    // Asked when a read timed out at the guard's deadline, which has passed.
+    let too_slow = |guard: &RateGuard| {
+        let at = Instant::now().max(guard.deadline());
+        Outcome::Interrupted(guard.check(at).err().map_or_else(|| "slow retrieval".into(), |why| why.to_string()))
+    };
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| interrupted("open content stream", &e))?;
     let request = StreamRequest::Content(ContentRequest { digest, offset, length: Some(size - offset) });
     wire::write_frame(&mut send, &request, "content").await.map_err(|e| interrupted("send request", &e))?;
     send.finish().map_err(|e| interrupted("finish request", &e))?;
 
-    let response = timeout(READ_TIMEOUT, wire::read_frame::<ContentResponse>(&mut recv, "content"))
+    let response = timeout_at(guard.deadline().into(), wire::read_frame::<ContentResponse>(&mut recv, "content"))
         .await
-        .map_err(|_| Outcome::Interrupted("no content response within 60 s".into()))?
+        .map_err(|_| too_slow(&guard))?
         .map_err(|e| match e {
             AgentError::Frame(_) => Outcome::failed(e.to_string()),
             other => interrupted("read response", &other),
@@ -234,10 +250,10 @@ async fn receive(
 
     let mut remaining = expected;
     while remaining > 0 {
-        let max = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
-        let chunk = timeout(READ_TIMEOUT, recv.read_chunk(max, true))
+        let max = usize::try_from(remaining).unwrap_or(CHUNK).min(read_size(throttle.as_ref(), min));
+        let chunk = timeout_at(guard.deadline().into(), recv.read_chunk(max, true))
             .await
-            .map_err(|_| Outcome::Interrupted("no content received for 60 s".into()))?
+            .map_err(|_| too_slow(&guard))?
             .map_err(|e| interrupted("read content", &e))?
             .ok_or_else(|| {
                 Outcome::Interrupted(format!("content stream ended after {} of {expected} bytes", expected - remaining))
@@ -248,8 +264,16 @@ async fn receive(
             .map_err(|e| Outcome::local(AgentError::Io { op: "write download", path: path.into(), source: e }))?;
         hasher.update(bytes);
         remaining -= bytes.len() as u64;
+        let now = Instant::now();
+        guard.record(bytes.len() as u64, now);
+        // A drip of small chunks never lets the read time out: check here too.
+        if remaining > 0
+            && let Err(why) = guard.check(now)
+        {
+            return Err(Outcome::Interrupted(why.to_string()));
+        }
         if let Some(throttle) = &mut throttle {
-            let pause = throttle.pause_after(bytes.len() as u64, std::time::Instant::now());
+            let pause = throttle.pause_after(bytes.len() as u64, now);
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
@@ -258,6 +282,15 @@ async fn receive(
     // Whatever else the controller sends is not read.
     let _ = recv.stop(VarInt::from_u32(0));
     Ok(())
+}
+
+/// How much one read may take: [`CHUNK`], or less under a bandwidth limit
+/// so that the throttle's pause after one read stays within a quarter of
+/// the slow-retrieval window (a slow limit never looks like a stall).
+fn read_size(throttle: Option<&Throttle>, min: MinRate) -> usize {
+    let Some(throttle) = throttle else { return CHUNK };
+    let quarter_window = throttle.rate().bytes_per_second() as f64 * min.window.as_secs_f64() / 4.0;
+    (quarter_window as usize).clamp(1, CHUNK)
 }
 
 #[cfg(test)]
@@ -276,6 +309,37 @@ mod tests {
         hasher.update(b"def");
         assert_eq!(hasher.finish().0, Sha256Digest::of(b"abcdef"));
         assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn a_throttled_read_never_costs_more_than_a_quarter_of_the_slow_retrieval_window() {
+        let window = |secs| MinRate { rate: Rate::KIB_PER_SECOND, window: std::time::Duration::from_secs(secs) };
+        let limit = |text| Throttle::new(Rate::parse(text).unwrap());
+        assert_eq!(read_size(None, window(60)), CHUNK);
+        assert_eq!(read_size(Some(&limit("10 MiB/s")), window(60)), CHUNK);
+        // 1 KiB/s over 60 s: 15 KiB reads, a 15 s pause each, not 64 s.
+        assert_eq!(read_size(Some(&limit("1 KiB/s")), window(60)), 15 * 1024);
+        assert_eq!(read_size(Some(&limit("1 B/s")), window(1)), 1, "never zero");
+    }
+
+    /// The reader loop of [`receive`] in simulated time, on a link that
+    /// always has data ready: a download throttled to exactly the minimum
+    /// rate (the lowest limit the config accepts) is never given up.
+    #[test]
+    fn a_download_throttled_to_the_minimum_rate_is_never_given_up_as_slow() {
+        for (limit, window) in [("1 KiB/s", 60), ("64 KiB/s", 2), ("1 MiB/s", 1)] {
+            let rate = Rate::parse(limit).unwrap();
+            let min = MinRate { rate, window: std::time::Duration::from_secs(window) };
+            let start = Instant::now();
+            let (mut now, mut throttle, mut guard) = (start, Throttle::new(rate), RateGuard::new(min, start));
+            while now - start < min.window * 20 {
+                let read = read_size(Some(&throttle), min) as u64;
+                assert!(now < guard.deadline(), "{limit}: the read would time out at {:?}", now - start);
+                guard.record(read, now);
+                assert_eq!(guard.check(now), Ok(()), "{limit} at {:?}", now - start);
+                now += throttle.pause_after(read, now);
+            }
+        }
     }
 
     #[test]

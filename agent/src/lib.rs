@@ -34,6 +34,8 @@
 //! - [`service`]: the host's service manager behind one trait: registering
 //!   the agent as a service, readiness, watchdog, stopping (systemd today).
 //! - [`throttle`]: the download bandwidth limit (a pure pacer).
+//! - [`slow_retrieval`]: when a download is too slow to go on (a pure guard:
+//!   minimum average rate over a sliding window, and a read timeout).
 //! - [`verify`], [`tuf_client`], [`tuf_store`]: releases verified through TUF
 //!   (metadata over QUIC, the client workflow, the persisted trusted metadata).
 //! - [`error`]: the error type of this crate.
@@ -67,6 +69,7 @@ pub mod quic;
 pub mod runner;
 pub mod service;
 pub mod session;
+pub mod slow_retrieval;
 pub mod state_dir;
 pub mod throttle;
 pub mod tuf_client;

@@ -568,6 +568,7 @@ impl Agent {
         let connection = self.connection();
         let path = self.state.download(&digest);
         let limit = self.config.download_bandwidth_limit;
+        let min = self.config.download_min_rate;
         let tx = self.events_tx.clone();
         let handle = tokio::spawn(async move {
             let started = tx.clone();
@@ -575,7 +576,7 @@ impl Agent {
                 tracing::info!(assignment = %id, offset, size, "downloading");
                 let _ = started.send((id, JobEvent::FetchStarted { attempt, offset }));
             };
-            let event = match download::fetch(connection.as_ref(), path, digest, size, limit, on_start).await {
+            let event = match download::fetch(connection.as_ref(), path, digest, size, limit, min, on_start).await {
                 Outcome::Done { sha256, size } => JobEvent::Fetched { attempt, sha256, size },
                 Outcome::Interrupted(reason) => JobEvent::FetchInterrupted { attempt, reason },
                 Outcome::Failed { message, transient } => {

@@ -20,6 +20,9 @@ const BURST: Duration = Duration::from_millis(250);
 pub struct Rate(u64);
 
 impl Rate {
+    /// 1 KiB/s.
+    pub const KIB_PER_SECOND: Rate = Rate(1024);
+
     pub fn bytes_per_second(self) -> u64 {
         self.0
     }
@@ -53,20 +56,23 @@ impl Rate {
     }
 }
 
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Rate {
+    /// Any measured rate (also below 1 B/s) in the units [`Rate`] displays in.
+    pub fn describe(bytes_per_second: f64) -> String {
         const UNITS: [&str; 4] = ["B/s", "KiB/s", "MiB/s", "GiB/s"];
-        let mut value = self.0 as f64;
+        let mut value = bytes_per_second.max(0.0);
         let mut unit = 0;
         while value >= 1024.0 && unit + 1 < UNITS.len() {
             value /= 1024.0;
             unit += 1;
         }
-        if value.fract() == 0.0 {
-            write!(f, "{value} {}", UNITS[unit])
-        } else {
-            write!(f, "{value:.1} {}", UNITS[unit])
-        }
+        if value.fract() == 0.0 { format!("{value} {}", UNITS[unit]) } else { format!("{value:.1} {}", UNITS[unit]) }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&Rate::describe(self.0 as f64))
     }
 }
 
@@ -81,6 +87,10 @@ pub struct Throttle {
 impl Throttle {
     pub fn new(rate: Rate) -> Self {
         Throttle { rate, drained_at: None }
+    }
+
+    pub fn rate(&self) -> Rate {
+        self.rate
     }
 
     /// Accounts for `bytes` that arrived at `now` and returns how long the

@@ -9,7 +9,10 @@
 //!   after it verified, and a refused file leaves the persisted state as it
 //!   was; a restarted client checks rollback against the persisted versions.
 //! - Every fetch asks for at most the signed length, or the role's size
-//!   limit when none is signed.
+//!   limit when none is signed, and every source gives a file up after its
+//!   whole-file deadline ([`METADATA_DEADLINE`], reported by
+//!   [`deadline_passed`] naming the role): each file is small and capped,
+//!   so a slow-retrieval attack cannot hold an update forever.
 //! - When the source is unreachable ([`Fetched::Unavailable`]), the update
 //!   goes on with the persisted timestamp, snapshot and targets, which must
 //!   still verify and be unexpired: an offline client trusts nothing newer
@@ -20,6 +23,29 @@ use crate::tuf_store::TufStore;
 use flotte_protocol::Timestamp;
 use flotte_protocol::tuf::path::quote;
 use flotte_protocol::tuf::{self, TargetFile, TargetLookup, TimestampUpdate, TrustedMetadataSet, TufError};
+use std::time::Duration;
+
+/// How long one metadata file may take, request to last byte. 30 s carries
+/// the 2 MB snapshot limit at about 70 KB/s; real metadata is far smaller.
+pub const METADATA_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The reason a source gives when `file` was not received within `deadline`.
+pub fn deadline_passed(file: &str, deadline: Duration) -> String {
+    format!(
+        "slow retrieval: {} metadata ({file}) not received within its whole-file deadline of {}",
+        role_of(file),
+        humantime::format_duration(deadline)
+    )
+}
+
+/// The role a repository file name holds: `7.snapshot.json` → `snapshot`.
+fn role_of(file: &str) -> &str {
+    let name = file.strip_suffix(".json").unwrap_or(file);
+    match name.split_once('.') {
+        Some((version, role)) if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()) => role,
+        _ => name,
+    }
+}
 
 /// What a source answered for one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,7 +288,6 @@ mod tests {
     use super::*;
     use flotte_protocol::tuf::repo::{self, Ed25519Signer, RoleSpec, RootSpec};
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -314,6 +339,20 @@ mod tests {
 
     fn find(client: &mut Client<'_, Memory>, now: Timestamp) -> Result<String, UpdateError> {
         client.lookup("app/1.0", now).map(|(_, role)| role)
+    }
+
+    #[test]
+    fn a_missed_deadline_names_the_role_the_file_and_the_deadline() {
+        let table = [
+            ("timestamp.json", "timestamp metadata (timestamp.json)"),
+            ("7.snapshot.json", "snapshot metadata (7.snapshot.json)"),
+            ("2.root.json", "root metadata (2.root.json)"),
+            ("team-x.json", "team-x metadata (team-x.json)"),
+        ];
+        for (file, named) in table {
+            let reason = deadline_passed(file, Duration::from_secs(30));
+            assert_eq!(reason, format!("slow retrieval: {named} not received within its whole-file deadline of 30s"));
+        }
     }
 
     #[test]

@@ -7,14 +7,15 @@
 //!   whole client workflow (`tuf_client`): the assignment contributes the
 //!   name to look up and nothing else.
 //! - Every metadata response is read up to the size limit the workflow
-//!   gives for that file and no further; a stream that stalls is given up
-//!   after [`READ_TIMEOUT`].
+//!   gives for that file and no further; a file not received whole within
+//!   [`METADATA_DEADLINE`] (request to last byte) is given up, with an error
+//!   naming its role and the deadline.
 //! - One update runs at a time, so two jobs never interleave writes to the
 //!   persisted metadata.
 //! - Without a connection the persisted metadata is used if it is still
 //!   valid (a job resumed after a crash, before the agent reconnects).
 
-use crate::tuf_client::{Client, Fetched, MetadataSource, UpdateError};
+use crate::tuf_client::{Client, Fetched, METADATA_DEADLINE, MetadataSource, UpdateError, deadline_passed};
 use crate::tuf_store::TufStore;
 use crate::wire;
 use flotte_protocol::messages::{MetadataRequest, MetadataResponse, StreamRequest};
@@ -22,11 +23,7 @@ use flotte_protocol::tuf::release::{Platform, target_name, verified_release};
 use flotte_protocol::{ReleaseRef, Timestamp, VerifiedRelease, VerifyError};
 use quinn::Connection;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::time::timeout;
-
-/// Longest wait for one metadata file.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The agent's trusted TUF metadata, shared by the jobs.
 #[derive(Clone)]
@@ -79,10 +76,10 @@ struct QuicSource {
 impl MetadataSource for QuicSource {
     fn fetch(&mut self, file: &str, max: usize) -> Fetched {
         let Some(connection) = &self.connection else { return Fetched::Unavailable("not connected".into()) };
-        match self.handle.block_on(timeout(READ_TIMEOUT, fetch(connection, file, max))) {
+        match self.handle.block_on(timeout(METADATA_DEADLINE, fetch(connection, file, max))) {
             Ok(Ok(found)) => found,
             Ok(Err(reason)) => Fetched::Unavailable(reason),
-            Err(_) => Fetched::Unavailable(format!("no answer within {}s", READ_TIMEOUT.as_secs())),
+            Err(_) => Fetched::Unavailable(deadline_passed(file, METADATA_DEADLINE)),
         }
     }
 }

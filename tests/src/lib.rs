@@ -11,7 +11,8 @@
 //!
 //! Processes come from `flotte_controller::lab::harness`, the same code the
 //! `flottectl lab` command runs. [`packages`] builds real packages (hostile
-//! archives, script packages, `.deb`s) and [`tmpfs`] a disk that fills up.
+//! archives, script packages, `.deb`s), [`tmpfs`] a disk that fills up, and
+//! [`relay`] a UDP relay that slows the link (`Lab::agent_through`).
 //!
 //! The agent binary the tests run is built with the `failpoints` feature
 //! (this crate depends on `flotte-agent` with it, and `cargo build
@@ -21,10 +22,13 @@
 pub mod bench;
 pub mod footprint;
 pub mod packages;
+pub mod relay;
 pub mod sim;
 pub mod tmpfs;
 
 use anyhow::{Context, Result};
+use flotte_agent::enrollment::Enrollment;
+use flotte_agent::state_dir::StateDir;
 use flotte_controller::client::AdminClient;
 use flotte_controller::ctl::{keys, package, sample, trust};
 use flotte_controller::lab::harness::{self, Binaries, ControllerProcess};
@@ -106,6 +110,34 @@ impl Lab {
     /// for it (it may name the agent's own directories), starts it and
     /// waits until it is online.
     pub fn agent_with(&mut self, config: impl FnOnce(&AgentProcess) -> String) -> Result<AgentProcess> {
+        let mut agent = self.enroll_configured(config)?;
+        agent.start()?;
+        harness::wait_online(&self.client, self.next_agent, DEADLINE)?;
+        Ok(agent)
+    }
+
+    /// Like [`Lab::agent_with`], but the agent reaches the controller's QUIC
+    /// port only through `relay` (its enrollment record names the relay's
+    /// port, as if the controller were behind it; enrollment itself is
+    /// direct).
+    pub fn agent_through(
+        &mut self,
+        relay: &relay::Relay,
+        config: impl FnOnce(&AgentProcess) -> String,
+    ) -> Result<AgentProcess> {
+        let mut agent = self.enroll_configured(config)?;
+        let state = StateDir::new(&agent.state_dir);
+        let mut enrollment = Enrollment::load(&state)?;
+        anyhow::ensure!(relay.addr().ip().is_loopback(), "the relay must listen on loopback");
+        enrollment.quic_port = relay.addr().port();
+        enrollment.save(&state)?;
+        agent.start()?;
+        harness::wait_online(&self.client, self.next_agent, DEADLINE)?;
+        Ok(agent)
+    }
+
+    /// Enrolls the next agent and writes its config file; does not start it.
+    fn enroll_configured(&mut self, config: impl FnOnce(&AgentProcess) -> String) -> Result<AgentProcess> {
         self.next_agent += 1;
         let name = format!("agent-{:02}", self.next_agent);
         let token = self.client.create_enrollment_token(Duration::from_secs(600))?.token;
@@ -114,8 +146,6 @@ impl Lab {
         anyhow::ensure!(output.status.success(), "enroll failed: {}", String::from_utf8_lossy(&output.stderr));
         let text = config(&agent);
         agent.configure(&text)?;
-        agent.start()?;
-        harness::wait_online(&self.client, self.next_agent, DEADLINE)?;
         Ok(agent)
     }
 

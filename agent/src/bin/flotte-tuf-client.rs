@@ -24,6 +24,10 @@
 //!   hash matched, and never holds unverified bytes.
 //! - No download reads more than its limit: the signed length for targets
 //!   and metadata whose length is listed, else the role's size limit.
+//! - No metadata file takes longer than `--metadata-deadline` (default
+//!   `flotte_agent::tuf_client::METADATA_DEADLINE`), request to last byte;
+//!   the error names the role and the deadline (slow retrieval). A target
+//!   file has [`TRANSFER_TIMEOUT`].
 //! - Consistent snapshots are followed as python-tuf repositories write
 //!   them: `N.root.json` always, `V.snapshot.json` / `V.<role>.json` and
 //!   `HASH.<name>` targets when the root sets `consistent_snapshot`.
@@ -31,7 +35,7 @@
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use flotte_agent::durable;
-use flotte_agent::tuf_client::{Client, Fetched, MetadataSource};
+use flotte_agent::tuf_client::{Client, Fetched, METADATA_DEADLINE, MetadataSource, deadline_passed};
 use flotte_agent::tuf_store::TufStore;
 use flotte_protocol::Timestamp;
 use flotte_protocol::tuf::hashing::Checker;
@@ -46,7 +50,7 @@ use std::time::{Duration, SystemTime};
 
 /// Connecting, and waiting for a response to start.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// One whole transfer, request to last byte.
+/// One whole target transfer, request to last byte.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Parser, Debug)]
@@ -67,6 +71,9 @@ struct Cli {
     /// Directory the downloaded targets are written to.
     #[arg(long, global = true)]
     target_dir: Option<PathBuf>,
+    /// Longest one metadata file may take, request to last byte (e.g. 30s).
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    metadata_deadline: Option<Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,7 +114,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     let metadata_url = with_slash(cli.metadata_url.context("--metadata-url is required")?);
     let http = Http::new();
-    let source = HttpSource { http: &http, base: metadata_url };
+    let deadline = cli.metadata_deadline.unwrap_or(METADATA_DEADLINE);
+    let source = HttpSource { http: &http, base: metadata_url, deadline };
     let mut client = Client { store: &store, source, offline_fallback: false };
     let now = Timestamp::from_system_time(SystemTime::now());
     let mut set = client.refresh(now)?;
@@ -135,21 +143,37 @@ fn init(store: &TufStore, root_file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Metadata over plain HTTP from `base` (ends with `/`).
+/// Metadata over plain HTTP from `base` (ends with `/`), each file within
+/// `deadline`.
 struct HttpSource<'a> {
     http: &'a Http,
     base: String,
+    deadline: Duration,
 }
 
 impl MetadataSource for HttpSource<'_> {
     fn fetch(&mut self, file: &str, max: usize) -> Fetched {
         let url = format!("{}{file}", self.base);
-        match self.http.get(&url, max, true) {
+        match self.http.get(&url, max, true, Some(self.deadline)) {
             Ok(Some(bytes)) => Fetched::Found(bytes),
             Ok(None) => Fetched::NotFound,
+            Err(e) if timed_out(&e) => Fetched::Unavailable(format!("{}: {e:#}", deadline_passed(file, self.deadline))),
             Err(e) => Fetched::Unavailable(format!("{e:#}")),
         }
     }
+}
+
+/// Whether `error` is one of ureq's timeouts (also wrapped in the body
+/// reader's I/O error) or a socket timeout.
+fn timed_out(error: &anyhow::Error) -> bool {
+    let is_timeout = |e: &ureq::Error| matches!(e, ureq::Error::Timeout(_));
+    error.chain().any(|cause| {
+        cause.downcast_ref::<ureq::Error>().is_some_and(is_timeout)
+            || cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.kind() == std::io::ErrorKind::TimedOut
+                    || io.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()).is_some_and(is_timeout)
+            })
+    })
 }
 
 struct Http {
@@ -169,14 +193,21 @@ impl Http {
         Http { agent }
     }
 
-    fn response(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>> {
-        self.agent.get(url).call().with_context(|| format!("GET {url}"))
+    /// Sends the request; `deadline` replaces [`TRANSFER_TIMEOUT`] for the
+    /// whole transfer, body included.
+    fn response(&self, url: &str, deadline: Option<Duration>) -> Result<ureq::http::Response<ureq::Body>> {
+        let request = self.agent.get(url);
+        let request = match deadline {
+            Some(deadline) => request.config().timeout_global(Some(deadline)).build(),
+            None => request,
+        };
+        request.call().with_context(|| format!("GET {url}"))
     }
 
-    /// The body at `url` (at most `max` bytes); `None` on 404 or 403 when
-    /// `missing_ok` (the end of the root chain).
-    fn get(&self, url: &str, max: usize, missing_ok: bool) -> Result<Option<Vec<u8>>> {
-        let response = self.response(url)?;
+    /// The body at `url` (at most `max` bytes, within `deadline`); `None` on
+    /// 404 or 403 when `missing_ok` (the end of the root chain).
+    fn get(&self, url: &str, max: usize, missing_ok: bool, deadline: Option<Duration>) -> Result<Option<Vec<u8>>> {
+        let response = self.response(url, deadline)?;
         let status = response.status();
         if missing_ok && (status == 404 || status == 403) {
             return Ok(None);
@@ -197,7 +228,7 @@ impl Http {
     /// name appears only once every check passed.
     fn download_target(&self, url: &str, name: &str, file: &TargetFile, dir: &Path) -> Result<()> {
         let mut checker = Checker::new(name, Some(file.length), &file.hashes)?;
-        let response = self.response(url)?;
+        let response = self.response(url, None)?;
         if !response.status().is_success() {
             bail!("GET {url}: HTTP {}", response.status());
         }

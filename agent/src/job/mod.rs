@@ -237,6 +237,14 @@ struct HealthPlan {
     timeout: Duration,
 }
 
+/// A download attempt that stopped for a reason that may pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interruption {
+    pub reason: String,
+    /// When the next attempt is due (on a live connection).
+    pub retry_at: Timestamp,
+}
+
 /// Which answer the job waits for; at most one at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaiting {
@@ -266,6 +274,10 @@ pub struct Job {
     interruptions: u32,
     /// Where the last download attempt started, to see progress.
     last_offset: Option<u64>,
+    /// Why the last download attempt stopped short and when the next one is
+    /// due, until the content is fetched (shown by `flotte status`; not
+    /// journaled).
+    interrupted: Option<Interruption>,
     /// Transient failures of the current step; sets the retry delay.
     failures: u32,
     /// When the job wants to be woken (retry, waiting, next health run).
@@ -328,6 +340,7 @@ impl Job {
             attempts: 0,
             interruptions: 0,
             last_offset: None,
+            interrupted: None,
             failures: 0,
             timer: None,
             refusal: None,
@@ -364,6 +377,12 @@ impl Job {
 
     pub fn is_terminal(&self) -> bool {
         self.record.state.is_terminal()
+    }
+
+    /// Why the last download attempt stopped short, while the content is
+    /// still being fetched.
+    pub fn interruption(&self) -> Option<&Interruption> {
+        self.interrupted.as_ref().filter(|_| matches!(self.record.state, JobState::Downloading { .. }))
     }
 
     /// Whether the job is idle until its maintenance window opens after `now`.
@@ -420,13 +439,16 @@ impl Job {
             }
             (JobEvent::Fetched { attempt, sha256, size }, Some(Awaiting::Fetch { attempt: a })) if a == attempt => {
                 self.awaiting = None;
+                self.interrupted = None;
                 self.check_content(now, sha256, size);
             }
-            (JobEvent::FetchInterrupted { attempt, .. }, Some(Awaiting::Fetch { attempt: a })) if a == attempt => {
+            (JobEvent::FetchInterrupted { attempt, reason }, Some(Awaiting::Fetch { attempt: a })) if a == attempt => {
                 self.awaiting = None;
                 self.interruptions = self.interruptions.saturating_add(1);
                 let delay = doubled(FETCH_RETRY, self.interruptions - 1).min(FETCH_RETRY_MAX);
-                self.timer = Some(now.saturating_add(delay));
+                let retry_at = now.saturating_add(delay);
+                self.timer = Some(retry_at);
+                self.interrupted = Some(Interruption { reason, retry_at });
             }
             (JobEvent::FetchFailed { attempt, failure }, Some(Awaiting::Fetch { attempt: a })) if a == attempt => {
                 self.awaiting = None;

@@ -768,6 +768,8 @@ fn an_interrupted_download_resumes_from_its_offset_after_a_growing_delay() {
     assert!(matches!(job.state(), JobState::Downloading { .. }));
     let first = job.poll_timeout().unwrap();
     assert_eq!(first, sim.now.saturating_add(FETCH_RETRY));
+    let shown = Interruption { reason: "connection lost".into(), retry_at: first };
+    assert_eq!(job.interruption(), Some(&shown), "why and until when, for `flotte status`");
     job.handle_timeout(Timestamp::from_unix_millis(first.as_unix_millis() - 1));
     assert_eq!(job.poll_action(), None, "not before the delay");
     sim.tick(&mut job);
@@ -777,6 +779,7 @@ fn an_interrupted_download_resumes_from_its_offset_after_a_growing_delay() {
     let total = CONTENT.len() as u64;
     assert!(sim.reports().iter().any(|r| r.state == InstallState::Downloading { offset: 10, total }));
     assert_eq!(job.state(), &JobState::Succeeded);
+    assert_eq!(job.interruption(), None, "forgotten once the content is fetched");
 }
 
 #[test]

@@ -148,7 +148,7 @@ pub struct JobView {
     pub state: String,
     pub finished: bool,
     pub succeeded: bool,
-    /// Why it failed.
+    /// Why it failed, what it waits for, or why its download is retried.
     pub message: Option<String>,
 }
 

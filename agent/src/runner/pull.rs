@@ -242,6 +242,9 @@ impl Agent {
             JobState::WaitingForWindow { until } => {
                 Some(format!("downloaded and verified; installs when the maintenance window opens, at {until}"))
             }
+            JobState::Downloading { .. } => job.interruption().map(|i| {
+                format!("the last download attempt stopped ({}); the next one is due at {}", i.reason, i.retry_at)
+            }),
             _ => None,
         };
         JobView {

@@ -7,6 +7,7 @@ use flotte_agent::AgentError;
 use flotte_agent::backoff::Backoff;
 use flotte_agent::download::{self, Outcome};
 use flotte_agent::session::{MIN_PROTOCOL_VERSION, Session};
+use flotte_agent::slow_retrieval::MinRate;
 use flotte_installers::{ArchiveInstaller, Installer as _, Package};
 use flotte_protocol::messages::{
     AgentMessage, Assignment, ControllerMessage, FailureClass, Hello, InstallState, Inventory, Report,
@@ -184,14 +185,17 @@ async fn fetch(ctx: &Context, session: &Session, meta: &ReleaseMetadata) -> Outc
     let connection = session.connection();
     match &ctx.options.installer {
         Installer::Null => {
-            download::fetch_into(connection, "/dev/null".as_ref(), meta.sha256, meta.size, &mut std::io::sink()).await
+            let sink = &mut std::io::sink();
+            download::fetch_into(connection, "/dev/null".as_ref(), meta.sha256, meta.size, MinRate::DEFAULT, sink).await
         }
         Installer::Archive { root } => {
             let path = download_path(root, &ctx.identity.name);
             let file =
                 std::fs::create_dir_all(root.join(&ctx.identity.name)).and_then(|()| std::fs::File::create(&path));
             match file {
-                Ok(mut file) => download::fetch_into(connection, &path, meta.sha256, meta.size, &mut file).await,
+                Ok(mut file) => {
+                    download::fetch_into(connection, &path, meta.sha256, meta.size, MinRate::DEFAULT, &mut file).await
+                }
                 Err(e) => Outcome::Failed { message: format!("{}: {e}", path.display()), transient: true },
             }
         }

@@ -19,6 +19,7 @@ mod quic_raw;
 mod rollback;
 mod rollouts;
 mod service;
+mod slow_retrieval;
 mod transport;
 mod tuf_interop;
 mod verification;

@@ -88,6 +88,8 @@ struct ServerState {
     endless: Option<String>,
     /// Bytes written on endless responses, for the bounded-transfer check.
     endless_sent: u64,
+    /// A path whose file is sent one byte every [`DRIP_INTERVAL`] (slow retrieval).
+    dripping: Option<String>,
     /// Every request path, in order.
     requests: Vec<String>,
 }
@@ -103,6 +105,8 @@ struct RepoServer {
 
 /// Safety bound of an endless response, far above every client limit.
 const ENDLESS_BOUND: u64 = 256 << 20;
+/// The pace of a dripping response: one byte per interval.
+const DRIP_INTERVAL: Duration = Duration::from_millis(200);
 
 impl RepoServer {
     fn start(root: PathBuf) -> Result<Self> {
@@ -139,6 +143,10 @@ impl RepoServer {
         self.state.lock().unwrap().endless = Some(path.to_string());
     }
 
+    fn set_dripping(&self, path: Option<&str>) {
+        self.state.lock().unwrap().dripping = path.map(str::to_string);
+    }
+
     fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -168,10 +176,10 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
     }
     let text = String::from_utf8_lossy(&head);
     let path = text.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap_or("/").to_string();
-    let (root, endless) = {
+    let (root, endless, dripping) = {
         let mut s = state.lock().unwrap();
         s.requests.push(path.clone());
-        (s.root.clone(), s.endless.clone())
+        (s.root.clone(), s.endless.clone(), s.dripping.clone())
     };
     if endless.as_deref() == Some(path.as_str()) {
         stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")?;
@@ -190,6 +198,14 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
     match body {
         Some(body) => {
             write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            if dripping.as_deref() == Some(path.as_str()) {
+                // Until the client hangs up (the write fails) or the body is out.
+                for byte in body.chunks(1) {
+                    stream.write_all(byte)?;
+                    std::thread::sleep(DRIP_INTERVAL);
+                }
+                return Ok(());
+            }
             stream.write_all(&body)
         }
         None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
@@ -539,6 +555,43 @@ fn endless_data_stops_at_the_cap() -> Result<()> {
     // The server stopped soon after the client hung up: bounded transfer.
     let sent = s.server.state.lock().unwrap().endless_sent;
     assert!(sent < ENDLESS_BOUND / 4, "{sent} bytes sent before the client closed");
+    Ok(())
+}
+
+#[test]
+fn slow_retrieval_of_metadata_is_given_up_at_its_deadline() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("flotte-tuf-slow-").tempdir()?;
+    let repo_dir = dir.path().join("repo");
+    write_flotte_repo(&repo_dir, false, false)?;
+    let server = RepoServer::start(repo_dir.clone())?;
+    let metadata_dir = dir.path().join("client/metadata");
+    let client = |args: &[&str]| -> Result<std::process::Output> {
+        let out = Command::new(client_bin()).arg("--metadata-dir").arg(&metadata_dir).args(args).output()?;
+        Ok(out)
+    };
+    let init = client(&["init", repo_dir.join("root-v1.json").to_str().context("utf-8 path")?])?;
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let url = server.url("metadata");
+    let refresh = || client(&["--metadata-url", &url, "--metadata-deadline", "2s", "refresh"]);
+
+    // One byte every 200 ms: the timestamp (hundreds of bytes) would take minutes.
+    server.set_dripping(Some("/metadata/timestamp.json"));
+    let started = Instant::now();
+    let slow = refresh()?;
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&slow.stderr);
+    eprintln!("dripped timestamp given up after {took:?}: {stderr}");
+    assert_eq!(slow.status.code(), Some(1), "{stderr}");
+    let reason =
+        "slow retrieval: timestamp metadata (timestamp.json) not received within its whole-file deadline of 2s";
+    assert!(stderr.contains(reason), "{stderr}");
+    assert!(took >= Duration::from_secs(2), "not before the deadline: {took:?}");
+    assert!(!metadata_dir.join("timestamp.json").exists(), "nothing of it was trusted");
+
+    server.set_dripping(None);
+    let recovered = refresh()?;
+    assert!(recovered.status.success(), "{}", String::from_utf8_lossy(&recovered.stderr));
+    assert!(metadata_dir.join("timestamp.json").exists());
     Ok(())
 }
 
