@@ -37,13 +37,37 @@ pub struct ControllerConfig {
     /// to keep a fleet-wide push from saturating the uplink.
     #[serde(default)]
     pub content_rate_limit: u64,
+    /// QUIC handshakes worked on at once; further attempts are refused at
+    /// once and agents come back after their backoff (see
+    /// `quic::admission`), so a reconnect storm of the whole fleet drains
+    /// instead of collapsing.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
 }
 
 fn default_max_package_size() -> u64 {
     4 << 30
 }
 
+fn default_max_handshakes() -> usize {
+    256
+}
+
 impl ControllerConfig {
+    /// A config listening on `listen`, known as `hostnames`, with every
+    /// other setting at its default (what `init` writes).
+    pub fn new(listen: SocketAddr, hostnames: Vec<String>) -> Self {
+        ControllerConfig {
+            data_dir: None,
+            listen,
+            quic_listen: None,
+            hostnames,
+            max_package_size: default_max_package_size(),
+            content_rate_limit: 0,
+            max_handshakes: default_max_handshakes(),
+        }
+    }
+
     /// The address agents connect to over QUIC.
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_listen.unwrap_or(self.listen)
@@ -79,11 +103,9 @@ mod tests {
     fn written_config_reads_back() {
         let c = ControllerConfig {
             data_dir: Some("/srv/flotte".into()),
-            listen: "127.0.0.1:7443".parse().unwrap(),
-            quic_listen: None,
-            hostnames: vec!["localhost".into()],
             max_package_size: 5,
-            content_rate_limit: 0,
+            max_handshakes: 64,
+            ..ControllerConfig::new("127.0.0.1:7443".parse().unwrap(), vec!["localhost".into()])
         };
         assert_eq!(ControllerConfig::parse(&c.to_toml(), Path::new("c.toml")).unwrap(), c);
     }

@@ -140,14 +140,7 @@ fn init(
     let store = Store::open(&dir.database())?;
     let token = secrets::new_token("fat_");
     store.add_admin_token(&secrets::token_hash(&token), now)?;
-    let config = ControllerConfig {
-        data_dir: None,
-        listen,
-        quic_listen: None,
-        hostnames: hostnames.clone(),
-        max_package_size: 4 << 30,
-        content_rate_limit: 0,
-    };
+    let config = ControllerConfig::new(listen, hostnames.clone());
     let ca_path = std::fs::canonicalize(dir.ca_cert())?;
     let profile = Profile { url: format!("https://{}:{}", hostnames[0], listen.port()), token, ca: ca_path.clone() };
     let profile_path = admin_config.unwrap_or_else(Profile::default_path);

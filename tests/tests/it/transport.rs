@@ -28,6 +28,44 @@ fn a_client_without_an_enrolled_certificate_is_refused_at_the_handshake() -> Res
 }
 
 #[test]
+fn connection_flood_is_turned_away_beyond_the_handshake_limit_and_agents_still_get_their_work() -> Result<()> {
+    let mut lab = Lab::start_with_config("max_handshakes = 4\n")?;
+    let key = lab.trusted_key()?;
+    let agents = lab.agents(1)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    let (addr, ca) = (lab.controller.quic_addr, lab.controller.ca_path());
+
+    // 300 handshakes at once, without a certificate: each costs the
+    // controller its share of the TLS work until it is turned down.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let outcomes = rt.block_on(async {
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..300 {
+            let ca = ca.clone();
+            attempts.spawn(async move { quic_raw::connect(addr, &ca, None).await });
+        }
+        attempts.join_all().await
+    });
+    let refused_at_once = outcomes
+        .iter()
+        .filter(|o| {
+            o.as_ref().err().and_then(|e| e.downcast_ref::<quinn::ConnectionError>()).is_some_and(|e| {
+                matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
+            })
+        })
+        .count();
+    assert!(refused_at_once > 0, "more than 4 at once were never turned away");
+    assert!(refused_at_once < outcomes.len(), "no attempt got a handshake at all");
+
+    // The enrolled agent is served throughout.
+    let done = lab.wait_done(lab.deploy_all("hello", "1.0.0")?)?;
+    assert_eq!(done[0].state, Some(InstallState::Succeeded));
+    assert_eq!(agents[0].active_version("hello").as_deref(), Some("1.0.0"));
+    Ok(())
+}
+
+#[test]
 fn a_malformed_frame_closes_that_connection_and_nothing_else() -> Result<()> {
     let mut lab = Lab::start()?;
     let key = lab.trusted_key()?;
