@@ -161,6 +161,19 @@ const MIGRATIONS: &[M<'static>] = &[
     // (JSON `OfferTerms`); NULL for push rollouts, whose assignments are
     // sent as `Assign`.
     M::up("ALTER TABLE rollouts ADD COLUMN offer TEXT;"),
+    // TUF consistent snapshots: every recent version of snapshot, targets
+    // and delegated roles under its versioned name (`7.targets.json`), so a
+    // client reading timestamp → snapshot → targets gets the versions it was
+    // told of even while a publish replaces the current files.
+    M::up(
+        "CREATE TABLE tuf_versioned (
+        file TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        bytes BLOB NOT NULL
+    );
+    CREATE INDEX tuf_versioned_by_role ON tuf_versioned (role, version);",
+    ),
 ];
 
 /// One unfinished assignment as it goes to its agent.

@@ -111,7 +111,7 @@ fn build_root(
     let spec = RootSpec {
         version,
         expires: now().saturating_add(OFFLINE_LIFETIME),
-        consistent_snapshot: false,
+        consistent_snapshot: true,
         root: RoleSpec { keys: root_keys, threshold },
         timestamp: RoleSpec { keys: &[&timestamp], threshold: 1 },
         snapshot: RoleSpec { keys: &[&snapshot], threshold: 1 },

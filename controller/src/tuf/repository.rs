@@ -72,8 +72,12 @@ pub fn role_file(role: &str) -> String {
     format!("{}.json", path::quote(role, ""))
 }
 
+/// Versioned copies kept per role (consistent snapshots): enough for a
+/// client that read a timestamp just before a few publishes.
+pub const KEPT_VERSIONS: u64 = 8;
+
 /// The stored bytes of `file` (`N.root.json`, `root.json` for the newest
-/// root, `timestamp.json`, …), if any.
+/// root, `timestamp.json`, `targets.json`, `7.targets.json`…), if any.
 pub fn file(store: &Store, file: &str) -> Result<Option<Vec<u8>>, ControllerError> {
     let conn = store.conn();
     if file == "root.json" {
@@ -83,7 +87,57 @@ pub fn file(store: &Store, file: &str) -> Result<Option<Vec<u8>>, ControllerErro
             })
             .optional()?);
     }
-    Ok(conn.query_row("SELECT bytes FROM tuf_metadata WHERE file = ?1", [file], |r| r.get(0)).optional()?)
+    let current = conn.query_row("SELECT bytes FROM tuf_metadata WHERE file = ?1", [file], |r| r.get(0)).optional()?;
+    if current.is_some() {
+        return Ok(current);
+    }
+    let versioned =
+        conn.query_row("SELECT bytes FROM tuf_versioned WHERE file = ?1", [file], |r| r.get(0)).optional()?;
+    if versioned.is_some() {
+        return Ok(versioned);
+    }
+    // `N.targets.json` is also the current `targets.json` if that is
+    // version N (stored before versioned copies were kept).
+    let Some((version, current_file)) = file.split_once('.').and_then(|(v, rest)| Some((v.parse::<i64>().ok()?, rest)))
+    else {
+        return Ok(None);
+    };
+    Ok(conn
+        .query_row(
+            "SELECT bytes FROM tuf_metadata WHERE file = ?1 AND version = ?2 AND role != 'root'",
+            params![current_file, version],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Stores `bytes` as the current metadata of `role` (snapshot, timestamp,
+/// targets or a delegated role) and, except for the timestamp, under its
+/// versioned name too, keeping the newest [`KEPT_VERSIONS`] of those.
+fn put_metadata(
+    tx: &rusqlite::Transaction<'_>,
+    role: &str,
+    version: u64,
+    expires: Timestamp,
+    bytes: &[u8],
+) -> Result<(), ControllerError> {
+    let file = role_file(role);
+    tx.execute(
+        "INSERT INTO tuf_metadata (file, role, version, expires, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (file) DO UPDATE SET version = ?3, expires = ?4, bytes = ?5",
+        params![file, role, version as i64, ts(expires), bytes],
+    )?;
+    if role != tuf::TIMESTAMP {
+        tx.execute(
+            "INSERT OR REPLACE INTO tuf_versioned (file, role, version, bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![format!("{version}.{file}"), role, version as i64, bytes],
+        )?;
+        tx.execute(
+            "DELETE FROM tuf_versioned WHERE role = ?1 AND version <= ?2",
+            params![role, version.saturating_sub(KEPT_VERSIONS) as i64],
+        )?;
+    }
+    Ok(())
 }
 
 fn signed_of(store: &Store, file: &str) -> Result<Option<Signed>, ControllerError> {
@@ -309,11 +363,7 @@ pub fn upload_targets(services: &Services, role: &str, bytes: &[u8], now: Timest
     {
         let mut conn = store.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO tuf_metadata (file, role, version, expires, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (file) DO UPDATE SET version = ?3, expires = ?4, bytes = ?5",
-            params![role_file(role), role, version as i64, ts(new.common.expires), bytes],
-        )?;
+        put_metadata(&tx, role, version, new.common.expires, bytes)?;
         for release in releases {
             if Store::insert_release_tx(&tx, &release, role, now)? {
                 added.push(release);
@@ -369,11 +419,7 @@ fn sign_online(services: &Services, now: Timestamp, targets_changed: bool) -> Re
         let mut conn = store.conn();
         let tx = conn.transaction()?;
         for (role, version, expires, bytes) in writes {
-            tx.execute(
-                "INSERT INTO tuf_metadata (file, role, version, expires, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (file) DO UPDATE SET version = ?3, expires = ?4, bytes = ?5",
-                params![format!("{role}.json"), role, version as i64, ts(expires), bytes],
-            )?;
+            put_metadata(&tx, role, version, expires, &bytes)?;
         }
         tx.commit()?;
     }

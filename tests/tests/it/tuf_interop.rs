@@ -759,14 +759,28 @@ fn controller_metadata_accepted_by_python_tuf() -> Result<()> {
     let repo_dir = dir.path().join("repo");
     let meta = repo_dir.join("metadata");
     std::fs::create_dir_all(&meta)?;
-    for file in ["1.root.json", "2.root.json", "timestamp.json", "snapshot.json", "targets.json", "team-x.json"] {
-        let bytes = lab.client.tuf_metadata(file)?.with_context(|| format!("controller has no {file}"))?;
-        std::fs::write(meta.join(file), bytes)?;
+    // The root asks for consistent snapshots: ngclient fetches snapshot
+    // and targets roles by versioned name (`7.targets.json`), as the
+    // controller serves them, and target files prefixed with their hash.
+    let fetch = |file: &str| lab.client.tuf_metadata(file)?.with_context(|| format!("controller has no {file}"));
+    for file in ["1.root.json", "2.root.json", "timestamp.json"] {
+        std::fs::write(meta.join(file), fetch(file)?)?;
     }
-    for (name, path) in [("hello/1.0.0", &hello), ("team-x/1.0", &app)] {
-        let dest = repo_dir.join("targets").join(name);
+    let timestamp: Value = serde_json::from_slice(&fetch("timestamp.json")?)?;
+    let snapshot_file = format!("{}.snapshot.json", timestamp["signed"]["meta"]["snapshot.json"]["version"]);
+    let snapshot = fetch(&snapshot_file)?;
+    std::fs::write(meta.join(&snapshot_file), &snapshot)?;
+    let snapshot: Value = serde_json::from_slice(&snapshot)?;
+    for role in ["targets", "team-x"] {
+        let file = format!("{}.{role}.json", snapshot["signed"]["meta"][format!("{role}.json")]["version"]);
+        std::fs::write(meta.join(&file), fetch(&file)?)?;
+    }
+    for (dir, file, path) in [("hello", "1.0.0", &hello), ("team-x", "1.0", &app)] {
+        let bytes = std::fs::read(path)?;
+        let prefixed = format!("{}.{file}", flotte_protocol::Sha256Digest::of(&bytes).to_hex());
+        let dest = repo_dir.join("targets").join(dir).join(prefixed);
         std::fs::create_dir_all(dest.parent().context("parent")?)?;
-        std::fs::copy(path, dest)?;
+        std::fs::write(dest, bytes)?;
     }
     let server = RepoServer::start(repo_dir.clone())?;
     let out = Command::new(python())

@@ -470,6 +470,34 @@ fn metadata_longer_than_its_role_allows_is_refused_over_quic_before_it_is_read()
 }
 
 #[test]
+fn recent_versions_of_snapshot_and_targets_stay_served_by_their_versioned_names() -> Result<()> {
+    let lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let file = |name: &str| lab.client.tuf_metadata(name);
+    let version = |bytes: &[u8]| -> Result<u64> {
+        Envelope::parse("x", bytes, tuf::MAX_TARGETS_LEN)?.signed["version"].as_u64().context("version")
+    };
+    let root: Value = serde_json::from_slice(&file("root.json")?.context("root")?)?;
+    assert_eq!(root["signed"]["consistent_snapshot"], json!(true), "trust init asks for consistent snapshots");
+    assert_eq!(file("1.targets.json")?, file("targets.json")?);
+
+    // Eight publishes: targets v2 to v9, each with its snapshot.
+    for patch in 0..8 {
+        lab.publish(&key, "hello", &format!("1.0.{patch}"))?;
+    }
+    let current = file("targets.json")?.context("targets")?;
+    assert_eq!(version(&current)?, 9);
+    assert_eq!(file("9.targets.json")?.as_deref(), Some(current.as_slice()));
+    let older = file("2.targets.json")?.context("a client told of v2 mid-update still gets v2")?;
+    assert_eq!(version(&older)?, 2);
+    assert_eq!(file("1.targets.json")?, None, "versions older than the 8 kept are dropped");
+    let snapshot = version(&file("snapshot.json")?.context("snapshot")?)?;
+    let previous = file(&format!("{}.snapshot.json", snapshot - 1))?.context("the previous snapshot")?;
+    assert_eq!(version(&previous)?, snapshot - 1);
+    Ok(())
+}
+
+#[test]
 fn enrollment_refuses_a_trust_root_that_does_not_verify_and_writes_nothing() -> Result<()> {
     let lab = Lab::start()?;
     let token = lab.client.create_enrollment_token(Duration::from_secs(600))?.token;
