@@ -835,7 +835,8 @@ mod tests {
             assert_eq!(store.pending_deliveries(agent).unwrap(), vec![delivery.clone()], "{agent}");
             assert!(matches!(delivery, Delivery::Offer(o) if o.issued_at == T0), "{delivery:?}");
         }
-        assert!(store.step_rollout(id, later, |_| Ok::<(), std::convert::Infallible>(())).unwrap().unwrap().deliveries.is_empty());
+        let idle = store.step_rollout(id, later, |_| Ok::<(), std::convert::Infallible>(())).unwrap().unwrap();
+        assert!(idle.deliveries.is_empty(), "a step that assigns nobody hands out nothing");
     }
 
     #[test]

@@ -21,9 +21,9 @@
 //!   hold them get `Cancel` for each, so nobody installs them any more.
 
 use super::frames;
+use crate::hub::Mailbox;
 use crate::pki::fingerprint;
 use crate::server::Services;
-use crate::hub::Mailbox;
 use crate::store::AgentRecord;
 use crate::store::Delivery;
 use flotte_protocol::messages::{AgentMessage, ControllerMessage, OFFERS_SINCE, Welcome};
