@@ -777,7 +777,8 @@ mod tests {
         let (a, b) = (enrolled(&store, "a"), enrolled(&store, "b"));
         published(&store);
         let big_bang = |id| Rollout::new(id, RolloutPolicy::big_bang(), [a.clone()], T0);
-        store.create_rollout("app", "1.0", &Target::All, T0, big_bang).unwrap();
+        let (push, _) = store.create_rollout("app", "1.0", &Target::All, T0, big_bang).unwrap();
+        assert!(!store.rollout_has_offers(push).unwrap(), "a plain push has no offers to withdraw");
         let pending = store.pending_assignments(&a).unwrap();
         assert_eq!(pending.len(), 1);
         let id = pending[0].id;
@@ -819,6 +820,7 @@ mod tests {
         let policy = RolloutPolicy { waves, soak: std::time::Duration::ZERO, ..RolloutPolicy::big_bang() };
         let build = |id| Rollout::new(id, policy, fleet.clone(), T0);
         let (id, first) = store.create_rollout_with("app", "1.0", &Target::All, &extras, T0, build).unwrap();
+        assert!(store.rollout_has_offers(id).unwrap());
         assert_eq!(first.deliveries.len(), 1, "the first wave is one agent");
         let (canary, delivery) = &first.deliveries[0];
         assert_eq!(store.pending_deliveries(canary).unwrap(), vec![delivery.clone()]);

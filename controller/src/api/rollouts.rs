@@ -326,8 +326,10 @@ pub(super) async fn command(
         Ok(step) => {
             after_step(services, id, &step);
             services.store.audit(&actor.0, &format!("rollout.{command}"), &format!("rollout {id}"), now)?;
-            if command == "abort" {
-                // Connected agents holding its offers drop them now.
+            // Connected agents holding its offers drop them now. A rollout
+            // without offers has nothing to withdraw: waking its sessions
+            // would only make each of them read the store for nothing.
+            if command == "abort" && services.store.rollout_has_offers(id)? {
                 for agent in services.store.rollout_engine(id)?.iter().flat_map(|r| r.members()) {
                     services.hub.wake(agent);
                 }

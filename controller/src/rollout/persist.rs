@@ -287,6 +287,20 @@ impl Store {
         Ok(found.and_then(|v| u64::try_from(v).ok()))
     }
 
+    /// Whether rollout `id`'s assignments travel as offers (a pull
+    /// rollout, or a push with notice): only those can be withdrawn.
+    pub fn rollout_has_offers(&self, id: u64) -> Result<bool, ControllerError> {
+        let found: Option<bool> = self
+            .conn()
+            .query_row(
+                "SELECT offer IS NOT NULL FROM rollouts WHERE id = ?1",
+                params![i64::try_from(id).unwrap_or(-1)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.unwrap_or(false))
+    }
+
     /// Rollouts that are not finished, with the time each wants to be woken.
     pub fn active_rollouts(&self) -> Result<Vec<(u64, Option<Timestamp>, Target)>, ControllerError> {
         let conn = self.conn();
