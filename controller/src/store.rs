@@ -186,6 +186,27 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// Assignment `id` of `release`, as it goes to its agent: an offer with
+    /// `offer`'s terms for a pull rollout (or a push with notice), else a
+    /// plain assignment. The one place both the store's pending deliveries
+    /// and a rollout step's fresh ones are built, so the two cannot differ.
+    pub fn new(id: AssignmentId, release: ReleaseRef, issued_at: Timestamp, offer: Option<&OfferTerms>) -> Delivery {
+        match offer {
+            None => Delivery::Assign(Assignment { id, release, issued_at }),
+            Some(terms) => Delivery::Offer(Offer {
+                assignment: id,
+                release,
+                issued_at,
+                deadline: terms.deadline,
+                window: terms.window.clone(),
+                notes: terms.notes.clone(),
+                notice_secs: terms.notice_secs,
+                deferrals: terms.deferrals,
+                defer_secs: terms.defer_secs,
+            }),
+        }
+    }
+
     pub fn id(&self) -> AssignmentId {
         match self {
             Delivery::Assign(a) => a.id,
@@ -207,6 +228,13 @@ pub struct OfferTerms {
     pub deferrals: u32,
     #[serde(default)]
     pub defer_secs: u32,
+}
+
+impl OfferTerms {
+    /// The terms as stored with their rollout (`rollouts.offer`).
+    pub(crate) fn decode(text: &str) -> Result<OfferTerms, ControllerError> {
+        serde_json::from_str(text).map_err(|e| corrupt("offer terms")(e.to_string()))
+    }
 }
 
 /// What happened to an enrollment token presented by an agent.
@@ -532,24 +560,8 @@ impl Store {
             let release = ReleaseRef { name, version };
             let id = AssignmentId(u64::try_from(id).unwrap_or(0));
             let issued_at = from_ts(created);
-            Ok(match offer {
-                None => Delivery::Assign(Assignment { id, release, issued_at }),
-                Some(terms) => {
-                    let terms: OfferTerms =
-                        serde_json::from_str(&terms).map_err(|e| corrupt("offer terms")(e.to_string()))?;
-                    Delivery::Offer(Offer {
-                        assignment: id,
-                        release,
-                        issued_at,
-                        deadline: terms.deadline,
-                        window: terms.window,
-                        notes: terms.notes,
-                        notice_secs: terms.notice_secs,
-                        deferrals: terms.deferrals,
-                        defer_secs: terms.defer_secs,
-                    })
-                }
-            })
+            let terms = offer.map(|t| OfferTerms::decode(&t)).transpose()?;
+            Ok(Delivery::new(id, release, issued_at, terms.as_ref()))
         })
         .collect()
     }
@@ -778,7 +790,8 @@ mod tests {
         let (a, b) = (enrolled(&store, "a"), enrolled(&store, "b"));
         published(&store);
         let big_bang = |id| Rollout::new(id, RolloutPolicy::big_bang(), [a.clone()], T0);
-        store.create_rollout("app", "1.0", &Target::All, T0, big_bang).unwrap();
+        let (push, _) = store.create_rollout("app", "1.0", &Target::All, T0, big_bang).unwrap();
+        assert!(!store.rollout_has_offers(push).unwrap(), "a plain push has no offers to withdraw");
         let pending = store.pending_assignments(&a).unwrap();
         assert_eq!(pending.len(), 1);
         let id = pending[0].id;
@@ -798,6 +811,47 @@ mod tests {
         );
         assert!(store.pending_assignments(&a).unwrap().is_empty(), "a terminal assignment is no longer pending");
         assert_eq!(store.reports_for(&a).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn each_wave_hands_out_exactly_what_the_store_delivers_to_its_agents() {
+        // The session sends a step's deliveries without asking the store:
+        // they must be the store's own answer, offer terms and issue time
+        // (the deployment's creation, not the wave's start) included.
+        let store = Store::open_in_memory().unwrap();
+        let fleet: Vec<AgentId> = ["a", "b", "c"].into_iter().map(|id| enrolled(&store, id)).collect();
+        published(&store);
+        let offer = OfferTerms {
+            notes: Some("restart after lunch".into()),
+            notice_secs: Some(900),
+            deferrals: 2,
+            defer_secs: 3600,
+            ..OfferTerms::default()
+        };
+        let extras = crate::rollout::persist::Extras { offer: Some(offer), ..Default::default() };
+        let waves = crate::rollout::spec::parse_waves("1,100%").unwrap();
+        let policy = RolloutPolicy { waves, soak: std::time::Duration::ZERO, ..RolloutPolicy::big_bang() };
+        let build = |id| Rollout::new(id, policy, fleet.clone(), T0);
+        let (id, first) = store.create_rollout_with("app", "1.0", &Target::All, &extras, T0, build).unwrap();
+        assert!(store.rollout_has_offers(id).unwrap());
+        assert_eq!(first.deliveries.len(), 1, "the first wave is one agent");
+        let (canary, delivery) = &first.deliveries[0];
+        assert_eq!(store.pending_deliveries(canary).unwrap(), vec![delivery.clone()]);
+        assert!(matches!(delivery, Delivery::Offer(o) if o.notes.as_deref() == Some("restart after lunch")));
+
+        let later = T0.saturating_add(std::time::Duration::from_secs(60));
+        store.record_report(canary, &report(1, delivery.id(), InstallState::Succeeded), later).unwrap();
+        let second = store.step_rollout(id, later, |_| Ok::<(), std::convert::Infallible>(())).unwrap().unwrap();
+        let mut reached: Vec<&AgentId> = second.deliveries.iter().map(|(agent, _)| agent).collect();
+        reached.push(canary);
+        reached.sort();
+        assert_eq!(reached, fleet.iter().collect::<Vec<_>>(), "the second wave assigns everyone else, once");
+        for (agent, delivery) in &second.deliveries {
+            assert_eq!(store.pending_deliveries(agent).unwrap(), vec![delivery.clone()], "{agent}");
+            assert!(matches!(delivery, Delivery::Offer(o) if o.issued_at == T0), "{delivery:?}");
+        }
+        let idle = store.step_rollout(id, later, |_| Ok::<(), std::convert::Infallible>(())).unwrap().unwrap();
+        assert!(idle.deliveries.is_empty(), "a step that assigns nobody hands out nothing");
     }
 
     #[test]

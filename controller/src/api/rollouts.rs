@@ -178,6 +178,8 @@ fn start(state: &ApiState, actor: &Actor, new: Plan<'_>) -> Result<u64, Failure>
     let (id, step) = services.store.create_rollout_with(name, version, target, &extras, now, |id| {
         Rollout::new(id, policy.clone(), members, start_at)
     })?;
+    // Committed: the new assignments go out before the audit write.
+    after_step(services, id, &step);
     services.store.audit(
         &actor.0,
         "rollout.create",
@@ -190,7 +192,6 @@ fn start(state: &ApiState, actor: &Actor, new: Plan<'_>) -> Result<u64, Failure>
         ),
         now,
     )?;
-    after_step(services, id, &step);
     Ok(id)
 }
 
@@ -323,10 +324,12 @@ pub(super) async fn command(
     };
     match services.store.step_rollout(id, now, |r| run(r, now))? {
         Ok(step) => {
-            services.store.audit(&actor.0, &format!("rollout.{command}"), &format!("rollout {id}"), now)?;
             after_step(services, id, &step);
-            if command == "abort" {
-                // Connected agents holding its offers drop them now.
+            services.store.audit(&actor.0, &format!("rollout.{command}"), &format!("rollout {id}"), now)?;
+            // Connected agents holding its offers drop them now. A rollout
+            // without offers has nothing to withdraw: waking its sessions
+            // would only make each of them read the store for nothing.
+            if command == "abort" && services.store.rollout_has_offers(id)? {
                 for agent in services.store.rollout_engine(id)?.iter().flat_map(|r| r.members()) {
                     services.hub.wake(agent);
                 }

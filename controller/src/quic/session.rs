@@ -8,7 +8,10 @@
 //!   refused.
 //! - A report is acknowledged only after the store has it durably.
 //! - Every pending assignment is (re)sent at the start of each connection,
-//!   so agents that were offline receive it when they return.
+//!   so agents that were offline receive it when they return. While the
+//!   session runs, new assignments arrive in its hub mailbox as they were
+//!   committed (no store query); a wake-up without them reads the store.
+//!   Each assignment is sent at most once per session.
 //! - Both sides speak the newest protocol version they share
 //!   ([`flotte_protocol::negotiate`]). Offers of pull rollouts go only to
 //!   agents speaking [`OFFERS_SINCE`] or later; an older agent never sees
@@ -18,6 +21,7 @@
 //!   hold them get `Cancel` for each, so nobody installs them any more.
 
 use super::frames;
+use crate::hub::Mailbox;
 use crate::pki::fingerprint;
 use crate::server::Services;
 use crate::store::AgentRecord;
@@ -58,7 +62,7 @@ pub async fn run(connection: quinn::Connection, services: Arc<Services>) {
     let remote = connection.remote_address();
     info!(agent = %agent.id, %remote, "agent connected");
     let registration = services.hub.register(&agent.id, connection.clone());
-    if let Err(e) = converse(&connection, &agent, &services, registration.wake.clone()).await {
+    if let Err(e) = converse(&connection, &agent, &services, &registration.mailbox).await {
         // An agent that stops or restarts closes with code 0: not an error.
         let clean_close = matches!(
             connection.close_reason(),
@@ -86,7 +90,7 @@ async fn converse(
     connection: &quinn::Connection,
     agent: &AgentRecord,
     services: &Arc<Services>,
-    wake: Arc<tokio::sync::Notify>,
+    mailbox: &Mailbox,
 ) -> anyhow::Result<()> {
     let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await??;
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames::read::<AgentMessage>(&mut recv, "control")).await?? {
@@ -144,7 +148,15 @@ async fn converse(
                 let Some(message) = message else { return Ok(()) };
                 handle_message(*message?, &mut send, agent, services).await?;
             }
-            () = wake.notified() => push_pending(&mut send, agent, services, version, &mut sent).await?,
+            () = mailbox.ready() => {
+                let mail = mailbox.take();
+                for delivery in mail.deliveries {
+                    deliver(&mut send, agent, version, &mut sent, delivery).await?;
+                }
+                if mail.look_at_store {
+                    push_pending(&mut send, agent, services, version, &mut sent).await?;
+                }
+            }
             stream = connection.accept_bi() => {
                 let (content_send, content_recv) = stream?;
                 let (services, id) = (services.clone(), agent.id.clone());
@@ -193,25 +205,7 @@ async fn push_pending(
     sent: &mut HashSet<AssignmentId>,
 ) -> anyhow::Result<()> {
     for delivery in services.store.pending_deliveries(&agent.id)? {
-        let id = delivery.id();
-        let message = match delivery {
-            Delivery::Assign(assignment) => ControllerMessage::Assign(assignment),
-            Delivery::Offer(offer) if version >= OFFERS_SINCE => ControllerMessage::Offer(offer),
-            // A version-1 agent cannot tell its users or let them defer, but
-            // a push is required all the same.
-            Delivery::Offer(offer) if offer.notice_secs.is_some() => {
-                ControllerMessage::Assign(flotte_protocol::messages::Assignment {
-                    id,
-                    release: offer.release,
-                    issued_at: offer.issued_at,
-                })
-            }
-            Delivery::Offer(_) => continue,
-        };
-        if sent.insert(id) {
-            info!(agent = %agent.id, assignment = %id, kind = session_kind(&message), "delivering");
-            frames::write(send, &message).await?;
-        }
+        deliver(send, agent, version, sent, delivery).await?;
     }
     if version >= OFFERS_SINCE {
         for id in services.store.withdrawn_offers(&agent.id)? {
@@ -222,6 +216,41 @@ async fn push_pending(
                 frames::write(send, &ControllerMessage::Cancel { assignment: id }).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Sends one delivery in the form the agent's protocol version takes,
+/// unless this session sent it already, or withdrew it already (an offer
+/// whose rollout was aborted between its commit and its mail).
+async fn deliver(
+    send: &mut quinn::SendStream,
+    agent: &AgentRecord,
+    version: u16,
+    sent: &mut HashSet<AssignmentId>,
+    delivery: Delivery,
+) -> anyhow::Result<()> {
+    let id = delivery.id();
+    if sent.contains(&AssignmentId(id.0 | WITHDRAWN)) {
+        return Ok(());
+    }
+    let message = match delivery {
+        Delivery::Assign(assignment) => ControllerMessage::Assign(assignment),
+        Delivery::Offer(offer) if version >= OFFERS_SINCE => ControllerMessage::Offer(offer),
+        // A version-1 agent cannot tell its users or let them defer, but
+        // a push is required all the same.
+        Delivery::Offer(offer) if offer.notice_secs.is_some() => {
+            ControllerMessage::Assign(flotte_protocol::messages::Assignment {
+                id,
+                release: offer.release,
+                issued_at: offer.issued_at,
+            })
+        }
+        Delivery::Offer(_) => return Ok(()),
+    };
+    if sent.insert(id) {
+        info!(agent = %agent.id, assignment = %id, kind = session_kind(&message), "delivering");
+        frames::write(send, &message).await?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The rollout shell: runs engine steps when something happened (a report
 //! for one of a rollout's assignments) or when a rollout's timer is due,
-//! and wakes the sessions of newly assigned agents.
+//! and hands newly created assignments to their agents' live sessions.
 //!
 //! It holds no rollout state of its own: every step loads the engine from
 //! the store and commits it back (see [`super::persist`]), so a restart
@@ -39,11 +39,10 @@ fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
-/// Carries out a step's effects outside the store: wake sessions, log.
+/// Carries out a step's effects outside the store: mail its new
+/// assignments to live sessions, log.
 pub fn after_step(services: &Services, id: u64, step: &Step) {
-    for agent in &step.assigned {
-        services.hub.wake(agent);
-    }
+    services.hub.deliver(&step.deliveries);
     for d in &step.dispatches {
         use super::engine::Dispatch::*;
         match d {

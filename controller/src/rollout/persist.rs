@@ -8,21 +8,26 @@
 //! - Reports are fed to the engine from the `reports` table, past a
 //!   watermark stored with the state: a report stored before a crash but not
 //!   yet seen by the engine is seen after the restart. None is lost.
+//! - A step returns each assignment it created as the very [`Delivery`] that
+//!   [`Store::pending_deliveries`] reads back for that agent, so the shell
+//!   can hand it to a live session without asking the store again.
 
 use super::engine::{Dispatch, Outcome, Rollout};
 use super::window::Window;
 use crate::error::ControllerError;
-use crate::store::{OfferTerms, Store, from_ts, ts};
+use crate::store::{Delivery, OfferTerms, Store, from_ts, ts};
 use flotte_protocol::api::{RolloutView, Target, WaveView};
 use flotte_protocol::messages::InstallState;
-use flotte_protocol::{AgentId, Timestamp};
+use flotte_protocol::{AgentId, AssignmentId, ReleaseRef, Timestamp};
 use rusqlite::{OptionalExtension, Transaction, params};
+use std::collections::HashMap;
 
 /// What one engine step did.
 #[derive(Debug, Default)]
 pub struct Step {
-    /// Agents that received a new assignment (their sessions need a wake-up).
-    pub assigned: Vec<AgentId>,
+    /// The assignments this step created, each as it goes to its agent
+    /// (committed with the step: live sessions get them directly).
+    pub deliveries: Vec<(AgentId, Delivery)>,
     /// Everything the engine dispatched, for logs and the audit trail.
     pub dispatches: Vec<Dispatch>,
 }
@@ -182,7 +187,8 @@ fn create_in(
         "INSERT INTO rollouts (id, target, engine, phase, updated_at, offer) VALUES (?1, ?2, '', '', ?3, ?4)",
         params![id, target, ts(now), offer],
     )?;
-    let step = apply_dispatches(tx, id, name, version, &mut rollout, now)?;
+    let issue = Issue { name, version, issued_at: now, offer: extras.offer.clone() };
+    let step = apply_dispatches(tx, id, &issue, &mut rollout, now)?;
     save(tx, id, &rollout, None, now)?;
     Ok((u64::try_from(id).unwrap_or(0), step))
 }
@@ -217,17 +223,28 @@ fn step_in<E>(
     action: impl FnOnce(&mut Rollout) -> Result<(), E>,
 ) -> Result<Result<Step, E>, ControllerError> {
     let id = i64::try_from(id).unwrap_or(-1);
-    let Some((engine, watermark, name, version)) = tx
+    let Some((engine, watermark, name, version, created, offer)) = tx
         .query_row(
-            "SELECT r.engine, r.report_watermark, d.name, d.version FROM rollouts r
+            "SELECT r.engine, r.report_watermark, d.name, d.version, d.created_at, r.offer FROM rollouts r
                  JOIN deployments d ON d.id = r.id WHERE r.id = ?1",
             params![id],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            },
         )
         .optional()?
     else {
         return Err(ControllerError::Other(format!("no rollout {id}")));
     };
+    let offer = offer.map(|t| OfferTerms::decode(&t)).transpose()?;
+    let issue = Issue { name: &name, version: &version, issued_at: from_ts(created), offer };
     let mut rollout = decode(&engine)?;
     let mut new_watermark = watermark;
     {
@@ -251,7 +268,7 @@ fn step_in<E>(
     if let Err(e) = action(&mut rollout) {
         return Ok(Err(e));
     }
-    let step = apply_dispatches(tx, id, &name, &version, &mut rollout, now)?;
+    let step = apply_dispatches(tx, id, &issue, &mut rollout, now)?;
     save(tx, id, &rollout, Some(new_watermark), now)?;
     Ok(Ok(step))
 }
@@ -268,6 +285,20 @@ impl Store {
             )
             .optional()?;
         Ok(found.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    /// Whether rollout `id`'s assignments travel as offers (a pull
+    /// rollout, or a push with notice): only those can be withdrawn.
+    pub fn rollout_has_offers(&self, id: u64) -> Result<bool, ControllerError> {
+        let found: Option<bool> = self
+            .conn()
+            .query_row(
+                "SELECT offer IS NOT NULL FROM rollouts WHERE id = ?1",
+                params![i64::try_from(id).unwrap_or(-1)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.unwrap_or(false))
     }
 
     /// Rollouts that are not finished, with the time each wants to be woken.
@@ -369,37 +400,60 @@ impl Store {
     }
 }
 
+/// What every assignment of one rollout carries.
+struct Issue<'a> {
+    name: &'a str,
+    /// The deployment's version; some agents of a rollback get their own.
+    version: &'a str,
+    /// When the deployment was created.
+    issued_at: Timestamp,
+    /// A pull rollout's (or a push with notice's) offer terms.
+    offer: Option<OfferTerms>,
+}
+
+/// Records the engine's dispatches: one `assignments` row per new
+/// assignment, through one prepared statement (a wave of 10,000 agents is
+/// 10,000 inserts in the step's transaction).
 fn apply_dispatches(
     tx: &Transaction<'_>,
     id: i64,
-    name: &str,
-    version: &str,
+    issue: &Issue<'_>,
     rollout: &mut Rollout,
     now: Timestamp,
 ) -> Result<Step, ControllerError> {
     let mut step = Step::default();
+    let mut own_versions: Option<HashMap<String, String>> = None;
     while let Some(dispatch) = rollout.poll_dispatch() {
         if let Dispatch::Assign { agent, .. } = &dispatch {
-            let own: Option<String> = tx
-                .query_row(
-                    "SELECT version FROM rollout_versions WHERE rollout_id = ?1 AND agent_id = ?2",
-                    params![id, agent.0],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let version = own.as_deref().unwrap_or(version);
-            let inserted = tx.execute(
-                "INSERT INTO assignments (deployment_id, agent_id, name, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (deployment_id, agent_id) DO NOTHING",
-                params![id, agent.0, name, version, ts(now)],
-            )?;
+            let own = match &mut own_versions {
+                Some(versions) => versions,
+                None => own_versions.insert(rollout_versions(tx, id)?),
+            };
+            let version = own.get(&agent.0).map_or(issue.version, String::as_str);
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO assignments (deployment_id, agent_id, name, version, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (deployment_id, agent_id) DO NOTHING",
+                )?
+                .execute(params![id, agent.0, issue.name, version, ts(now)])?;
             if inserted == 1 {
-                step.assigned.push(agent.clone());
+                let assignment = AssignmentId(u64::try_from(tx.last_insert_rowid()).unwrap_or(0));
+                let release = ReleaseRef { name: issue.name.to_string(), version: version.to_string() };
+                let delivery = Delivery::new(assignment, release, issue.issued_at, issue.offer.as_ref());
+                step.deliveries.push((agent.clone(), delivery));
             }
         }
         step.dispatches.push(dispatch);
     }
     Ok(step)
+}
+
+/// The agents of rollout `id` that get another version than its
+/// deployment's (a rollback's), by agent id.
+fn rollout_versions(tx: &Transaction<'_>, id: i64) -> Result<HashMap<String, String>, ControllerError> {
+    let mut stmt = tx.prepare("SELECT agent_id, version FROM rollout_versions WHERE rollout_id = ?1")?;
+    let rows = stmt.query_map(params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn save(

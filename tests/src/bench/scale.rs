@@ -9,8 +9,10 @@
 //! 3. push latency: from the `deploy` request until each agent has
 //!    *received* its assignment (the simulated agents only record the
 //!    assignment here, so that N agents' reports do not blur the figure),
-//!    p50 / p99 / max;
-//! 4. the reconnect storm: the controller is killed (SIGKILL) and started
+//!    p50 / p99 / max; with `--pushes K`, K pushes of distinct packages one
+//!    after the other, each aborted before the next, summarised as median
+//!    (min – max) over the pushes;
+//! 4. unless `--no-storm`, the reconnect storm: the controller is killed (SIGKILL) and started
 //!    again; the time from its readiness until every agent has a new
 //!    session. Agents notice the restart when their next keep-alive meets
 //!    a stateless reset, then reconnect with the agent's own backoff
@@ -36,6 +38,10 @@ pub struct Options {
     pub timeout: Duration,
     /// Label of the controller build, for before/after tables.
     pub label: String,
+    /// How many pushes to time, one after the other.
+    pub pushes: usize,
+    /// Whether to measure the reconnect storm after the pushes.
+    pub storm: bool,
 }
 
 impl Default for Options {
@@ -46,12 +52,15 @@ impl Default for Options {
             spread: Duration::from_secs(10),
             timeout: Duration::from_secs(600),
             label: "flotte-controller".into(),
+            pushes: 1,
+            storm: true,
         }
     }
 }
 
 pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
     ensure!(o.agents > 0, "--agents must be at least 1");
+    ensure!(o.pushes > 0, "--pushes must be at least 1");
     let n = o.agents;
     let mut site = Site::start(bins, "")?;
     eprintln!("enrolling {n} simulated agents…");
@@ -80,39 +89,37 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
     let agent_hours = n as f64 * o.idle.as_secs_f64() / 3600.0;
     let cpu_per_agent_hour = idle_cpu / agent_hours;
 
-    eprintln!("pushing an assignment to {n} agents…");
-    site.publish("bench", "1.0.0", 4096)?;
-    let pushed = Instant::now();
-    let request = DeployRequest { name: "bench".into(), version: "1.0.0".into(), target: Target::All };
-    let rollout = site.client.deploy(&request)?.id;
-    let received =
-        |f: &crate::sim::Observer| f.times().iter().filter(|t| t.assigned.is_some_and(|(_, at)| at >= pushed)).count();
-    fleet.wait("every agent to receive its assignment", o.timeout, |f| received(f) == n)?;
-    let latencies: Vec<f64> = fleet
-        .observer
-        .times()
-        .iter()
-        .filter_map(|t| t.assigned.map(|(_, at)| at.duration_since(pushed).as_secs_f64()))
-        .collect();
-    let push_cpu = footprint::sample(pid)?.cpu_seconds() - idle_end.cpu_seconds();
-    site.client.rollout_command(rollout, "abort")?;
+    let mut pushes = Vec::with_capacity(o.pushes);
+    for i in 0..o.pushes {
+        // A new package each time, so every push costs the same: earlier
+        // assignments stay pending (the agents never report), and a push of
+        // the same package would conflict with them.
+        let name = format!("bench-{i}");
+        site.publish(&name, "1.0.0", 4096)?;
+        eprintln!("push {}/{}: an assignment to {n} agents…", i + 1, o.pushes);
+        let before = footprint::sample(pid)?;
+        let pushed = Instant::now();
+        let request = DeployRequest { name, version: "1.0.0".into(), target: Target::All };
+        let rollout = site.client.deploy(&request)?.id;
+        let received = |f: &crate::sim::Observer| {
+            f.times().iter().filter(|t| t.assigned.is_some_and(|(_, at)| at >= pushed)).count()
+        };
+        fleet.wait("every agent to receive its assignment", o.timeout, |f| received(f) == n)?;
+        let latencies: Vec<f64> = fleet
+            .observer
+            .times()
+            .iter()
+            .filter_map(|t| t.assigned.map(|(_, at)| at.duration_since(pushed).as_secs_f64()))
+            .collect();
+        let cpu = footprint::sample(pid)?.cpu_seconds() - before.cpu_seconds();
+        site.client.rollout_command(rollout, "abort")?;
+        pushes.push(Push::of(&latencies, cpu));
+        eprintln!("  {}", pushes[i].describe());
+        // Let the abort's wake-ups settle before the next push.
+        std::thread::sleep(Duration::from_secs(3));
+    }
 
-    eprintln!("restarting the controller (SIGKILL, then start)…");
-    site.controller.kill();
-    site.controller.start()?;
-    let ready = Instant::now();
-    let pid = site.controller_pid()?;
-    let reconnected =
-        |f: &crate::sim::Observer| f.times().iter().filter(|t| t.connected_at.is_some_and(|at| at >= ready)).count();
-    fleet.wait("every agent to reconnect", o.timeout, |f| reconnected(f) == n)?;
-    let reconnects: Vec<f64> = fleet
-        .observer
-        .times()
-        .iter()
-        .filter_map(|t| t.connected_at.map(|at| at.duration_since(ready).as_secs_f64()))
-        .collect();
-    let storm = Stats::quantile(&reconnects, 1.0);
-    let after_storm = footprint::sample(pid)?;
+    let storm = if o.storm { Some(storm(&mut site, &fleet, n, o.timeout)?) } else { None };
     let sim_end = footprint::sample(std::process::id())?;
     let failures = fleet.observer.connect_failures.load(std::sync::atomic::Ordering::Relaxed);
     fleet.stop();
@@ -131,27 +138,31 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
         "**controller CPU per agent-hour of keep-alives**".into(),
         format!("**{:.1} ms**", cpu_per_agent_hour * 1000.0),
     ]);
+    let stat = |f: fn(&Push) -> f64| Stats::of(&pushes.iter().map(f).collect::<Vec<_>>());
+    let (p50, p99, max, cpu) = (stat(|p| p.p50), stat(|p| p.p99), stat(|p| p.max), stat(|p| p.cpu));
+    let over =
+        if pushes.len() > 1 { format!(", median (min – max) of {} pushes", pushes.len()) } else { String::new() };
     table.row(vec![
-        "**push latency p50 / p99 / max**".into(),
-        format!(
-            "**{} / {} / {}**",
-            secs(Stats::quantile(&latencies, 0.5)),
-            secs(Stats::quantile(&latencies, 0.99)),
-            secs(Stats::quantile(&latencies, 1.0))
-        ),
+        format!("**push latency p50 / p99 / max**{over}"),
+        format!("**{} / {} / {}**", p50.show(secs), p99.show(secs), max.show(secs)),
     ]);
-    table.row(vec!["controller CPU for the push".into(), format!("{push_cpu:.2} s")]);
-    table.row(vec!["**reconnect storm after a controller restart**".into(), format!("**{}**", secs(storm))]);
-    table.row(vec![
-        "reconnected by: first / p50 / p99".into(),
-        format!(
-            "{} / {} / {}",
-            secs(Stats::quantile(&reconnects, 0.0)),
-            secs(Stats::quantile(&reconnects, 0.5)),
-            secs(Stats::quantile(&reconnects, 0.99))
-        ),
-    ]);
-    table.row(vec!["controller RSS after the storm".into(), kib(after_storm.rss_kib as f64)]);
+    table.row(vec!["controller CPU for the push".into(), cpu.show(|c| format!("{c:.2} s"))]);
+    if let Some(storm) = &storm {
+        table.row(vec![
+            "**reconnect storm after a controller restart**".into(),
+            format!("**{}**", secs(Stats::quantile(&storm.reconnects, 1.0))),
+        ]);
+        table.row(vec![
+            "reconnected by: first / p50 / p99".into(),
+            format!(
+                "{} / {} / {}",
+                secs(Stats::quantile(&storm.reconnects, 0.0)),
+                secs(Stats::quantile(&storm.reconnects, 0.5)),
+                secs(Stats::quantile(&storm.reconnects, 0.99))
+            ),
+        ]);
+        table.row(vec!["controller RSS after the storm".into(), kib(storm.rss_kib as f64)]);
+    }
     table.row(vec!["first connection of all agents (spread included)".into(), secs(connect_time)]);
     table.row(vec!["failed connection attempts (whole run)".into(), failures.to_string()]);
     table.row(vec![
@@ -177,7 +188,62 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
             "goals: ≤ 40 KiB per idle agent ({}); p99 push latency < 1 s at 10,000 agents ({}); \
              storm of 100,000 in ≤ 120 s (measured here at {n})",
             if rss_per_agent_kib <= 40.0 { "met" } else { "not met" },
-            if Stats::quantile(&latencies, 0.99) < 1.0 { "met at this N" } else { "not met at this N" },
+            if p99.median < 1.0 { "met at this N" } else { "not met at this N" },
         )],
     })
+}
+
+/// One push's latencies, from `deploy` to each agent's receipt.
+struct Push {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    /// Controller CPU seconds from `deploy` until the last receipt.
+    cpu: f64,
+}
+
+impl Push {
+    fn of(latencies: &[f64], cpu: f64) -> Push {
+        Push {
+            p50: Stats::quantile(latencies, 0.5),
+            p99: Stats::quantile(latencies, 0.99),
+            max: Stats::quantile(latencies, 1.0),
+            cpu,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "p50 {} / p99 {} / max {}, controller CPU {:.2} s",
+            secs(self.p50),
+            secs(self.p99),
+            secs(self.max),
+            self.cpu
+        )
+    }
+}
+
+/// The reconnect storm: each agent's reconnection time after the
+/// controller's readiness, and the controller's RSS once all are back.
+struct Storm {
+    reconnects: Vec<f64>,
+    rss_kib: u64,
+}
+
+fn storm(site: &mut Site, fleet: &crate::sim::Fleet, n: usize, timeout: Duration) -> Result<Storm> {
+    eprintln!("restarting the controller (SIGKILL, then start)…");
+    site.controller.kill();
+    site.controller.start()?;
+    let ready = Instant::now();
+    let pid = site.controller_pid()?;
+    let reconnected =
+        |f: &crate::sim::Observer| f.times().iter().filter(|t| t.connected_at.is_some_and(|at| at >= ready)).count();
+    fleet.wait("every agent to reconnect", timeout, |f| reconnected(f) == n)?;
+    let reconnects = fleet
+        .observer
+        .times()
+        .iter()
+        .filter_map(|t| t.connected_at.map(|at| at.duration_since(ready).as_secs_f64()))
+        .collect();
+    Ok(Storm { reconnects, rss_kib: footprint::sample(pid)?.rss_kib })
 }

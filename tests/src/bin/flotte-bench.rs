@@ -3,7 +3,7 @@
 //! ```text
 //! flotte-bench verify [--size-mib 1024] [--runs 5] [--dir DIR]
 //! flotte-bench fanout [--agents 200] [--size-mib 50] [--runs 3] [--archive] [--no-baseline]
-//! flotte-bench scale  [--agents 10000] [--idle-secs 60] [--spread-secs 10] [--label NAME]
+//! flotte-bench scale  [--agents 10000] [--idle-secs 60] [--spread-secs 10] [--pushes 1] [--no-storm] [--label NAME]
 //! flotte-bench peers  [--hosts 16,64] [--size-mib 50] [--runs 3] [--no-ansible] [--ssh-port 2222]
 //! flotte-bench idle   [--idle-secs 60] [--settle-secs 5]      (the idle footprint of one agent)
 //! common: [--bin-dir target/release] [--markdown] [--write docs/BENCHMARKS.md]
@@ -79,10 +79,12 @@ fn main() -> Result<()> {
             o.agents = flags.u64("--agents")?.map_or(o.agents, |n| n as usize);
             o.idle = flags.u64("--idle-secs")?.map_or(o.idle, Duration::from_secs);
             o.spread = flags.u64("--spread-secs")?.map_or(o.spread, Duration::from_secs);
+            o.pushes = flags.u64("--pushes")?.map_or(o.pushes, |p| p as usize);
+            o.storm = !flags.has("--no-storm");
             if let Some(l) = flags.value("--label") {
                 o.label = l.to_string();
             }
-            flags.check(&["--agents", "--idle-secs", "--spread-secs", "--label"], &[])?;
+            flags.check(&["--agents", "--idle-secs", "--spread-secs", "--pushes", "--label"], &["--no-storm"])?;
             scale::run(&common.binaries()?, &o)?
         }
         "peers" => {

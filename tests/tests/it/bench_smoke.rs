@@ -55,11 +55,14 @@ fn scale_scenario_connects_pushes_to_and_reconnects_every_sim_agent() {
         spread: Duration::ZERO,
         timeout: Duration::from_secs(120),
         label: "smoke".into(),
+        pushes: 2,
+        storm: true,
     };
     let report = scale::run(&Binaries::locate().unwrap(), &options).unwrap();
     assert_eq!(row(&report, "connected agents")[1], "20");
     let latency = &row(&report, "push latency")[1];
     assert_eq!(latency.matches(" / ").count(), 2, "p50 / p99 / max: {latency}");
+    assert!(row(&report, "push latency")[0].contains("of 2 pushes"), "{}", report.render(false));
     assert!(number(&row(&report, "reconnect storm")[1]) > 0.0, "{}", report.render(false));
 }
 
