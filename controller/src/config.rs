@@ -37,10 +37,18 @@ pub struct ControllerConfig {
     /// to keep a fleet-wide push from saturating the uplink.
     #[serde(default)]
     pub content_rate_limit: u64,
+    /// Bytes of package content kept in memory for sending, shared by all
+    /// agents fetching the same package (read from disk once per chunk).
+    #[serde(default = "default_content_cache_size")]
+    pub content_cache_size: u64,
 }
 
 fn default_max_package_size() -> u64 {
     4 << 30
+}
+
+fn default_content_cache_size() -> u64 {
+    crate::content::cache::DEFAULT_CAPACITY
 }
 
 impl ControllerConfig {
@@ -84,6 +92,7 @@ mod tests {
             hostnames: vec!["localhost".into()],
             max_package_size: 5,
             content_rate_limit: 0,
+            content_cache_size: 6,
         };
         assert_eq!(ControllerConfig::parse(&c.to_toml(), Path::new("c.toml")).unwrap(), c);
     }
@@ -94,5 +103,6 @@ mod tests {
         let c = ControllerConfig::parse(text, Path::new("controller.toml")).unwrap();
         assert_eq!(c.data_dir.as_deref(), Some(Path::new("/var/lib/flotte-controller")));
         assert!(c.hostnames.is_empty());
+        assert_eq!(c.content_cache_size, crate::content::cache::DEFAULT_CAPACITY);
     }
 }

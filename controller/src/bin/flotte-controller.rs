@@ -147,6 +147,7 @@ fn init(
         hostnames: hostnames.clone(),
         max_package_size: 4 << 30,
         content_rate_limit: 0,
+        content_cache_size: flotte_controller::content::cache::DEFAULT_CAPACITY,
     };
     let ca_path = std::fs::canonicalize(dir.ca_cert())?;
     let profile = Profile { url: format!("https://{}:{}", hostnames[0], listen.port()), token, ca: ca_path.clone() };
