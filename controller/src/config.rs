@@ -37,6 +37,10 @@ pub struct ControllerConfig {
     /// to keep a fleet-wide push from saturating the uplink.
     #[serde(default)]
     pub content_rate_limit: u64,
+    /// Bytes of package content kept in memory for sending, shared by all
+    /// agents fetching the same package (read from disk once per chunk).
+    #[serde(default = "default_content_cache_size")]
+    pub content_cache_size: u64,
     /// QUIC handshakes worked on at once; further attempts are refused at
     /// once and agents come back after their backoff (see
     /// `quic::admission`), so a reconnect storm of the whole fleet drains
@@ -47,6 +51,10 @@ pub struct ControllerConfig {
 
 fn default_max_package_size() -> u64 {
     4 << 30
+}
+
+fn default_content_cache_size() -> u64 {
+    crate::content::cache::DEFAULT_CAPACITY
 }
 
 fn default_max_handshakes() -> usize {
@@ -64,6 +72,7 @@ impl ControllerConfig {
             hostnames,
             max_package_size: default_max_package_size(),
             content_rate_limit: 0,
+            content_cache_size: default_content_cache_size(),
             max_handshakes: default_max_handshakes(),
         }
     }
@@ -104,6 +113,7 @@ mod tests {
         let c = ControllerConfig {
             data_dir: Some("/srv/flotte".into()),
             max_package_size: 5,
+            content_cache_size: 6,
             max_handshakes: 64,
             ..ControllerConfig::new("127.0.0.1:7443".parse().unwrap(), vec!["localhost".into()])
         };
@@ -116,5 +126,6 @@ mod tests {
         let c = ControllerConfig::parse(text, Path::new("controller.toml")).unwrap();
         assert_eq!(c.data_dir.as_deref(), Some(Path::new("/var/lib/flotte-controller")));
         assert!(c.hostnames.is_empty());
+        assert_eq!(c.content_cache_size, crate::content::cache::DEFAULT_CAPACITY);
     }
 }

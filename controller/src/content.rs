@@ -5,6 +5,10 @@
 //!   digest and were fsynced; an upload that fails or lies leaves nothing.
 //! - Uploads are capped at a configured size while they stream, so a client
 //!   cannot fill the disk by lying about the length.
+//! - A stored blob is never changed or deleted, so readers (the send-side
+//!   [`cache`]) may keep its bytes as long as they like.
+
+pub mod cache;
 
 use crate::error::ControllerError;
 use flotte_protocol::{ContentHasher, Sha256Digest};

@@ -4,6 +4,7 @@
 use crate::api;
 use crate::config::ControllerConfig;
 use crate::content::ContentStore;
+use crate::content::cache::ChunkCache;
 use crate::datadir::DataDir;
 use crate::error::ControllerError;
 use crate::hub::Hub;
@@ -21,6 +22,8 @@ pub struct Services {
     pub config: ControllerConfig,
     pub store: Store,
     pub content: ContentStore,
+    /// Chunks of `content` in memory, shared by all content streams.
+    pub content_cache: ChunkCache,
     pub hub: Hub,
     /// Signs agent certificates at enrollment.
     pub ca: Ca,
@@ -82,6 +85,7 @@ pub async fn run(
         rollouts: nudge,
         store,
         content: ContentStore::new(dir.content()),
+        content_cache: ChunkCache::new(ContentStore::new(dir.content()), config.content_cache_size),
         hub: Hub::new(),
         ca: Ca::load(&dir)?,
         config: config.clone(),

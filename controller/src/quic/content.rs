@@ -12,10 +12,7 @@ use flotte_protocol::AgentId;
 use flotte_protocol::messages::{ContentRequest, ContentResponse, MetadataResponse, StreamRequest};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tracing::debug;
-
-const CHUNK: usize = 256 * 1024;
+use tracing::{debug, warn};
 
 pub async fn serve(
     agent: AgentId,
@@ -61,26 +58,25 @@ async fn serve_content(
     debug!(%agent, digest = %request.digest, offset = request.offset, length, "serving content");
     frames::write(&mut send, &ContentResponse::Ok { total_size, offset: request.offset, length }).await?;
 
-    let path = services.content.path(&request.digest);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => return finish(send),
-    };
-    if file.seek(std::io::SeekFrom::Start(request.offset)).await.is_err() {
-        return finish(send);
-    }
+    // Each piece is a refcounted slice of a chunk in the content cache;
+    // quinn keeps it until the agent acknowledges it, so the streams of a
+    // push share one copy of the content instead of buffering their own.
     let rate = services.config.content_rate_limit;
     let started = tokio::time::Instant::now();
-    let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
     while sent < length {
-        let want = usize::try_from((length - sent).min(CHUNK as u64)).unwrap_or(CHUNK);
-        let n = match file.read(&mut buf[..want]).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let offset = request.offset + sent;
+        let piece = match services.content_cache.read(&request.digest, total_size, offset, length - sent).await {
+            Ok(piece) if !piece.is_empty() => piece,
+            // The agent sees a short stream and retries from its offset.
+            Ok(_) => break,
+            Err(e) => {
+                warn!(digest = %request.digest, offset, error = %e, "cannot read stored content");
+                break;
+            }
         };
-        send.write_all(&buf[..n]).await?;
-        sent += n as u64;
+        sent += piece.len() as u64;
+        send.write_chunk(piece).await?;
         if rate > 0 {
             tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
         }

@@ -11,7 +11,10 @@
 //! control stream and one content stream. The send window bounds only
 //! content in flight and is allocated as content is written, so it stays
 //! at quinn's default: it costs an idle agent nothing and keeps a single
-//! download fast on a link with latency.
+//! download fast on a link with latency. What a content stream buffers is
+//! refcounted slices of the shared content cache (`content::cache`), not
+//! copies: a 1 MiB send window left the controller's peak RSS where it was
+//! (86.0 against 86.5 MiB, `flotte-bench fanout --agents 100 --size-mib 30`).
 //!
 //! Keep-alives come from the agents (`flotte_agent::quic::KEEP_ALIVE`); the
 //! controller sends none, so an idle fleet costs it one received packet
