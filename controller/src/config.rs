@@ -58,7 +58,7 @@ fn default_content_cache_size() -> u64 {
 }
 
 fn default_max_handshakes() -> usize {
-    256
+    1024
 }
 
 impl ControllerConfig {
