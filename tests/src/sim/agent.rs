@@ -6,13 +6,14 @@ use super::{Installer, Observer, Options};
 use flotte_agent::AgentError;
 use flotte_agent::backoff::Backoff;
 use flotte_agent::download::{self, Outcome};
+use flotte_agent::job::{MAX_TRANSIENT_RETRIES, STEP_RETRY};
 use flotte_agent::session::{MIN_PROTOCOL_VERSION, Session};
 use flotte_agent::slow_retrieval::MinRate;
 use flotte_installers::{ArchiveInstaller, Installer as _, Package};
 use flotte_protocol::messages::{
     AgentMessage, Assignment, ControllerMessage, FailureClass, Hello, InstallState, Inventory, Report,
 };
-use flotte_protocol::{AssignmentId, PROTOCOL_VERSION, ReleaseMetadata, Timestamp};
+use flotte_protocol::{AssignmentId, PROTOCOL_VERSION, ReleaseMetadata, Timestamp, VerifyError};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -148,11 +149,21 @@ async fn handle(
     }
     let id = assignment.id;
     report(session, memory, id, InstallState::Received, None, None).await?;
-    let connection = Some(session.connection().clone());
-    let verified = match ctx.identity.verifier.verify(connection, assignment.release.clone(), now()).await {
-        Ok(v) => v,
-        Err(e) => {
-            return finish(ctx, session, memory, id, "", None, Err((FailureClass::Verification, e.to_string()))).await;
+    // Like the agent's job: metadata that could not be had is asked for
+    // again, with a doubling delay, before it counts as a verdict.
+    let mut attempt = 0;
+    let verified = loop {
+        let connection = Some(session.connection().clone());
+        match ctx.identity.verifier.verify(connection, assignment.release.clone(), now()).await {
+            Ok(v) => break v,
+            Err(VerifyError::Unavailable { .. }) if attempt < MAX_TRANSIENT_RETRIES => {
+                tokio::time::sleep(STEP_RETRY * 2u32.pow(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                let verdict = Err((FailureClass::Verification, e.to_string()));
+                return finish(ctx, session, memory, id, "", None, verdict).await;
+            }
         }
     };
     let meta = verified.metadata().clone();
