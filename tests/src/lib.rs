@@ -20,6 +20,7 @@
 //! in an agent's [`AgentProcess::env`] makes it abort at that point.
 
 pub mod bench;
+pub mod fake_clock;
 pub mod footprint;
 pub mod packages;
 pub mod relay;

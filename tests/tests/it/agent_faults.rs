@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, ensure};
 use flotte_controller::lab::harness::{self, ControllerProcess};
 use flotte_protocol::messages::InstallState;
+use flotte_tests::fake_clock::FakeClock;
 use flotte_tests::{AgentProcess, DEADLINE, Lab, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,29 +111,18 @@ fn a_controller_certificate_from_another_ca_is_refused_loudly() -> Result<()> {
     Ok(())
 }
 
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
 #[test]
 fn the_wall_clock_stepping_a_day_back_and_forth_changes_nothing() -> Result<()> {
-    ensure!(Path::new(LIBFAKETIME).exists(), "this test needs libfaketime (apt-get install faketime; .ci/run does)");
     let mut lab = Lab::start()?;
     let key = lab.trusted_key()?;
     let mut agent = enrolled(&lab, "clock-01")?;
-    // libfaketime re-reads the offset on every call; the monotonic clock
-    // (tokio's timers, QUIC's) is left alone, as on a real clock step.
-    let offset = lab.path("faketime");
-    std::fs::write(&offset, "+0\n")?;
-    agent.env = vec![
-        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
-        ("FAKETIME_TIMESTAMP_FILE".into(), offset.display().to_string()),
-        ("FAKETIME_NO_CACHE".into(), "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-    ];
+    let clock = FakeClock::new(lab.path("faketime"))?;
+    agent.env = clock.env();
     agent.start()?;
     harness::wait_online(&lab.client, 1, DEADLINE)?;
 
     for (step, version) in [("-1d", "1.0.0"), ("+1d", "2.0.0")] {
-        std::fs::write(&offset, format!("{step}\n"))?;
+        clock.set(step)?;
         // A new handshake under the stepped clock, too: restart the controller.
         lab.controller.kill();
         lab.controller.start()?;

@@ -3,17 +3,15 @@
 //! downloads and verifies at once, reports `waiting_for_window` with the
 //! next opening while the old version stays active, keeps waiting across a
 //! restart, and installs once the window opens. The agent's wall clock is
-//! moved to the opening with libfaketime, as in `agent_faults`.
+//! moved to the opening with libfaketime (`flotte_tests::fake_clock`).
 
 use anyhow::{Result, ensure};
 use flotte_controller::lab::harness;
 use flotte_protocol::messages::InstallState;
 use flotte_protocol::{Sha256Digest, Timestamp};
+use flotte_tests::fake_clock::FakeClock;
 use flotte_tests::{AgentProcess, DEADLINE, Lab, wait_for};
-use std::path::Path;
 use std::time::{Duration, SystemTime};
-
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// The agent's time zone in this test: UTC+9 all year (no daylight saving).
 const ZONE: &str = "Asia/Tokyo";
@@ -37,22 +35,15 @@ fn count_reports(lab: &Lab, agent: &AgentProcess, id: flotte_protocol::Assignmen
 
 #[test]
 fn a_push_outside_the_agents_window_downloads_and_verifies_then_installs_when_it_opens() -> Result<()> {
-    ensure!(Path::new(LIBFAKETIME).exists(), "this test needs libfaketime (apt-get install faketime; .ci/run does)");
     let lab = Lab::start()?;
     let key = lab.trusted_key()?;
     let token = lab.client.create_enrollment_token(Duration::from_secs(600))?.token;
     let mut agent = AgentProcess::new(&lab.bins, lab.dir.path(), "window-01");
     let out = agent.enroll(&lab.controller, &token)?;
     ensure!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
-    let offset = lab.path("faketime");
-    std::fs::write(&offset, "+0\n")?;
-    agent.env = vec![
-        ("TZ".into(), ZONE.into()),
-        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
-        ("FAKETIME_TIMESTAMP_FILE".into(), offset.display().to_string()),
-        ("FAKETIME_NO_CACHE".into(), "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-    ];
+    let clock = FakeClock::new(lab.path("faketime"))?;
+    agent.env = clock.env();
+    agent.env.push(("TZ".into(), ZONE.into()));
 
     // Version 1 goes in without a window.
     agent.start()?;
@@ -91,7 +82,7 @@ fn a_push_outside_the_agents_window_downloads_and_verifies_then_installs_when_it
     assert_eq!(agent.active_version("hello").as_deref(), Some("1.0.0"));
 
     // The agent's clock reaches the window: the install happens by itself.
-    std::fs::write(&offset, "+7200\n")?;
+    clock.set("+7200")?;
     let done = lab.wait_assignment(deployment, &agent)?;
     assert_eq!(done.state, Some(InstallState::Succeeded), "{done:?}");
     assert_eq!(agent.active_version("hello").as_deref(), Some("2.0.0"));
