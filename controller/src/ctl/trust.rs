@@ -285,10 +285,8 @@ pub fn resign(client: &AdminClient, role: &str, key: &SecretKey) -> Result<TufUp
         "{role} is not a targets role: the controller re-signs snapshot and timestamp itself, and \
          `flottectl trust rotate` signs the next root"
     );
-    let signed = match client.tuf_metadata(&format!("{}.json", tuf::path::quote(role, "")))? {
-        Some(bytes) => signed_of(role, &bytes, tuf::MAX_TARGETS_LEN)?,
-        None => bail!("the controller has no {role} metadata to re-sign"),
-    };
+    let signed = current_targets(client, role)?;
+    ensure!(version_of(&signed) > 0, "the controller has no {role} metadata to re-sign");
     resign_and_upload(client, role, signed, key)
 }
 
