@@ -84,19 +84,33 @@ fn wait_phase(lab: &Lab, id: u64, phase: &str) -> Result<RolloutView> {
     })
 }
 
-fn agent_allowing(lab: &mut Lab, user: &User) -> Result<AgentProcess> {
-    let config = format!("[pull]\ninstall_users = [{:?}]\n", user.name);
-    lab.agent_with(|_| config)
+/// Who the agent's `[pull]` policy lets install, besides root.
+enum Policy {
+    /// Only root: the default policy.
+    RootOnly,
+    /// The test user too.
+    TestUser,
+}
+
+/// A lab with one agent under `policy`, its directory readable by the test
+/// user, and `hello@1.0.0` published.
+fn lab_with_hello(policy: Policy) -> Result<(Lab, AgentProcess, User)> {
+    let mut lab = Lab::start()?;
+    let key = lab.trusted_key()?;
+    let user = test_user()?;
+    let config = match policy {
+        Policy::RootOnly => String::new(),
+        Policy::TestUser => format!("[pull]\ninstall_users = [{:?}]\n", user.name),
+    };
+    let agent = lab.agent_with(|_| config)?;
+    open_lab_dir(&lab)?;
+    lab.publish(&key, "hello", "1.0.0")?;
+    Ok((lab, agent, user))
 }
 
 #[test]
 fn a_user_installs_an_offered_release_with_flotte_and_the_rollout_counts_it() -> Result<()> {
-    let mut lab = Lab::start()?;
-    let key = lab.trusted_key()?;
-    let user = test_user()?;
-    let agent = agent_allowing(&mut lab, &user)?;
-    open_lab_dir(&lab)?;
-    lab.publish(&key, "hello", "1.0.0")?;
+    let (lab, agent, user) = lab_with_hello(Policy::TestUser)?;
 
     let created = lab.client.create_rollout(&pull_request("1.0.0", None))?;
     assert_eq!(created.mode, "pull");
@@ -146,13 +160,7 @@ fn a_user_installs_an_offered_release_with_flotte_and_the_rollout_counts_it() ->
 
 #[test]
 fn a_caller_the_policy_does_not_name_is_refused_and_nothing_changes() -> Result<()> {
-    let mut lab = Lab::start()?;
-    let key = lab.trusted_key()?;
-    let user = test_user()?;
-    // The default policy: only root may install.
-    let agent = lab.agent_with(|_| String::new())?;
-    open_lab_dir(&lab)?;
-    lab.publish(&key, "hello", "1.0.0")?;
+    let (lab, agent, user) = lab_with_hello(Policy::RootOnly)?;
     let created = lab.client.create_rollout(&pull_request("1.0.0", None))?;
     lab.wait_report(&agent, created.id, "offered")?;
 
@@ -192,12 +200,7 @@ fn a_caller_the_policy_does_not_name_is_refused_and_nothing_changes() -> Result<
 
 #[test]
 fn at_the_deadline_the_agent_installs_by_itself_even_with_the_controller_down() -> Result<()> {
-    let mut lab = Lab::start()?;
-    let key = lab.trusted_key()?;
-    let user = test_user()?;
-    let agent = lab.agent_with(|_| String::new())?;
-    open_lab_dir(&lab)?;
-    lab.publish(&key, "hello", "1.0.0")?;
+    let (mut lab, agent, user) = lab_with_hello(Policy::RootOnly)?;
     let deadline = now().saturating_add(Duration::from_secs(12));
     let created = lab.client.create_rollout(&pull_request("1.0.0", Some(deadline)))?;
     assert_eq!(created.deadline, Some(deadline));
@@ -237,12 +240,7 @@ fn at_the_deadline_the_agent_installs_by_itself_even_with_the_controller_down() 
 
 #[test]
 fn a_user_told_of_a_push_defers_it_once_and_the_rollout_shows_it() -> Result<()> {
-    let mut lab = Lab::start()?;
-    let key = lab.trusted_key()?;
-    let user = test_user()?;
-    let agent = agent_allowing(&mut lab, &user)?;
-    open_lab_dir(&lab)?;
-    lab.publish(&key, "hello", "1.0.0")?;
+    let (lab, agent, user) = lab_with_hello(Policy::TestUser)?;
     let push = RolloutRequest {
         mode: Some("push".into()),
         notes: None,
@@ -293,12 +291,7 @@ fn a_user_told_of_a_push_defers_it_once_and_the_rollout_shows_it() -> Result<()>
 
 #[test]
 fn aborting_a_pull_rollout_withdraws_its_offers() -> Result<()> {
-    let mut lab = Lab::start()?;
-    let key = lab.trusted_key()?;
-    let user = test_user()?;
-    let agent = agent_allowing(&mut lab, &user)?;
-    open_lab_dir(&lab)?;
-    lab.publish(&key, "hello", "1.0.0")?;
+    let (lab, agent, user) = lab_with_hello(Policy::TestUser)?;
     let deadline = now().saturating_add(Duration::from_secs(3600));
     let created = lab.client.create_rollout(&pull_request("1.0.0", Some(deadline)))?;
     lab.wait_report(&agent, created.id, "offered")?;
