@@ -45,9 +45,13 @@ pub mod close {
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Marks a withdrawal in a session's set of sent ids (assignment ids are
-/// SQLite rowids, far below bit 63).
-const WITHDRAWN: u64 = 1 << 63;
+/// What one session has told its agent: each assignment is delivered, and
+/// then withdrawn, at most once per session.
+#[derive(Default)]
+struct Sent {
+    delivered: HashSet<AssignmentId>,
+    withdrawn: HashSet<AssignmentId>,
+}
 
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
@@ -140,7 +144,7 @@ async fn converse(
         }
     });
 
-    let mut sent = HashSet::new();
+    let mut sent = Sent::default();
     push_pending(&mut send, agent, services, version, &mut sent).await?;
     loop {
         tokio::select! {
@@ -202,16 +206,14 @@ async fn push_pending(
     agent: &AgentRecord,
     services: &Services,
     version: u16,
-    sent: &mut HashSet<AssignmentId>,
+    sent: &mut Sent,
 ) -> anyhow::Result<()> {
     for delivery in services.store.pending_deliveries(&agent.id)? {
         deliver(send, agent, version, sent, delivery).await?;
     }
     if version >= OFFERS_SINCE {
         for id in services.store.withdrawn_offers(&agent.id)? {
-            // Each id is delivered at most once per session, then withdrawn
-            // at most once: `sent` holds it, and then its withdrawal.
-            if sent.insert(AssignmentId(id.0 | WITHDRAWN)) {
+            if sent.withdrawn.insert(id) {
                 info!(agent = %agent.id, assignment = %id, "withdrawing the offer of an aborted rollout");
                 frames::write(send, &ControllerMessage::Cancel { assignment: id }).await?;
             }
@@ -227,11 +229,11 @@ async fn deliver(
     send: &mut quinn::SendStream,
     agent: &AgentRecord,
     version: u16,
-    sent: &mut HashSet<AssignmentId>,
+    sent: &mut Sent,
     delivery: Delivery,
 ) -> anyhow::Result<()> {
     let id = delivery.id();
-    if sent.contains(&AssignmentId(id.0 | WITHDRAWN)) {
+    if sent.withdrawn.contains(&id) {
         return Ok(());
     }
     let message = match delivery {
@@ -248,7 +250,7 @@ async fn deliver(
         }
         Delivery::Offer(_) => return Ok(()),
     };
-    if sent.insert(id) {
+    if sent.delivered.insert(id) {
         info!(agent = %agent.id, assignment = %id, kind = session_kind(&message), "delivering");
         frames::write(send, &message).await?;
     }
