@@ -380,23 +380,23 @@ impl Store {
     }
 
     /// Records a connection's `Hello`.
+    /// Records an agent's `Hello` (last seen, version and inventory) in one
+    /// transaction: one durable write per connection.
     pub fn agent_connected(&self, id: &AgentId, hello: &Hello, now: Timestamp) -> Result<(), ControllerError> {
-        self.conn().execute(
-            "UPDATE agents SET last_seen = ?2, agent_version = ?3 WHERE id = ?1",
-            params![id.0, ts(now), hello.agent_version],
-        )?;
-        self.update_inventory(id, &hello.inventory)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.prepare_cached("UPDATE agents SET last_seen = ?2, agent_version = ?3 WHERE id = ?1")?.execute(params![
+            id.0,
+            ts(now),
+            hello.agent_version
+        ])?;
+        write_inventory(&tx, id, &hello.inventory)?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn update_inventory(&self, id: &AgentId, inv: &Inventory) -> Result<(), ControllerError> {
-        let packages = serde_json::to_string(&inv.packages).unwrap_or_else(|_| "[]".into());
-        let inventory = serde_json::to_string(inv).unwrap_or_default();
-        self.conn().execute(
-            "UPDATE agents SET hostname = ?2, os = ?3, os_version = ?4, kernel = ?5, arch = ?6, packages = ?7,
-             inventory = ?8 WHERE id = ?1",
-            params![id.0, inv.hostname, inv.os, inv.os_version, inv.kernel, inv.arch, packages, inventory],
-        )?;
-        Ok(())
+        write_inventory(&self.conn(), id, inv)
     }
 
     pub fn touch_agent(&self, id: &AgentId, now: Timestamp) -> Result<(), ControllerError> {
@@ -406,12 +406,21 @@ impl Store {
 
     /// All agents; `online` is filled in by the caller, who knows the sessions.
     pub fn list_agents(&self) -> Result<Vec<AgentView>, ControllerError> {
+        self.agents_where("1 ORDER BY hostname, id", [])
+    }
+
+    /// One agent, or `None` if it is not enrolled; `online` as in [`Store::list_agents`].
+    pub fn agent_view(&self, id: &AgentId) -> Result<Option<AgentView>, ControllerError> {
+        Ok(self.agents_where("id = ?1", [&id.0])?.pop())
+    }
+
+    fn agents_where(&self, clause: &str, params: impl rusqlite::Params) -> Result<Vec<AgentView>, ControllerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, hostname, os, arch, agent_version, enrolled_at, last_seen, packages, inventory
-             FROM agents ORDER BY hostname, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
+             FROM agents WHERE {clause}"
+        ))?;
+        let rows = stmt.query_map(params, |r| {
             Ok((
                 AgentView {
                     id: AgentId(r.get(0)?),
@@ -727,6 +736,17 @@ impl Store {
 
 fn parse_state(state: Option<&str>) -> Result<Option<InstallState>, ControllerError> {
     state.map(|s| serde_json::from_str(s).map_err(|e| corrupt("install state")(e.to_string()))).transpose()
+}
+
+fn write_inventory(conn: &rusqlite::Connection, id: &AgentId, inv: &Inventory) -> Result<(), ControllerError> {
+    let packages = serde_json::to_string(&inv.packages).unwrap_or_else(|_| "[]".into());
+    let inventory = serde_json::to_string(inv).unwrap_or_default();
+    conn.prepare_cached(
+        "UPDATE agents SET hostname = ?2, os = ?3, os_version = ?4, kernel = ?5, arch = ?6, packages = ?7,
+         inventory = ?8 WHERE id = ?1",
+    )?
+    .execute(params![id.0, inv.hostname, inv.os, inv.os_version, inv.kernel, inv.arch, packages, inventory])?;
+    Ok(())
 }
 
 #[cfg(test)]

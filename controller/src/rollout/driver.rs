@@ -71,9 +71,10 @@ pub fn join_matching(services: &Services, agent: &AgentId, at: Timestamp) -> Res
     if !active.iter().any(|(_, _, t)| targets::is_dynamic(t)) {
         return Ok(());
     }
-    let agents = services.store.list_agents()?;
-    let Some(view) = agents.iter().find(|a| a.id == *agent) else { return Ok(()) };
-    let tags = services.store.all_tags()?.remove(agent).unwrap_or_default();
+    // One agent's row and tags: this runs for every connection, and a
+    // reconnect storm must not read the whole fleet once per agent.
+    let Some(view) = services.store.agent_view(agent)? else { return Ok(()) };
+    let tags = services.store.tags_of(agent)?;
     let facts = targets::Facts { id: &view.id, hostname: &view.hostname, os: &view.os, arch: &view.arch, tags: &tags };
     for (id, _, target) in active {
         if !targets::is_dynamic(&target) || !targets::matches(&target, &facts) {

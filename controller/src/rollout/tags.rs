@@ -41,7 +41,15 @@ impl Store {
         }
         tx.commit()?;
         drop(conn);
-        Ok(self.all_tags()?.remove(agent).unwrap_or_default())
+        self.tags_of(agent)
+    }
+
+    /// One agent's tags, sorted.
+    pub fn tags_of(&self, agent: &AgentId) -> Result<Vec<String>, ControllerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT tag FROM agent_tags WHERE agent_id = ?1 ORDER BY tag")?;
+        let tags = stmt.query_map(params![agent.0], |r| r.get::<_, String>(0))?;
+        Ok(tags.collect::<Result<_, _>>()?)
     }
 
     /// Every agent's tags, sorted.
