@@ -41,10 +41,10 @@ pub struct ControllerConfig {
     /// agents fetching the same package (read from disk once per chunk).
     #[serde(default = "default_content_cache_size")]
     pub content_cache_size: u64,
-    /// QUIC handshakes worked on at once; further attempts are refused at
-    /// once and agents come back after their backoff (see
-    /// `quic::admission`), so a reconnect storm of the whole fleet drains
-    /// instead of collapsing.
+    /// QUIC handshakes worked on at once; up to four times as many further
+    /// attempts wait for a slot (at most 5 s), the rest are refused and
+    /// agents come back after their backoff (see `quic::admission`), so a
+    /// reconnect storm of the whole fleet drains instead of collapsing.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
 }

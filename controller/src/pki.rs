@@ -173,7 +173,10 @@ pub fn quic_server_config(dir: &DataDir) -> Result<quinn::ServerConfig, Controll
         .map_err(|e| ControllerError::Other(format!("QUIC TLS config: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let transport = crate::quic::transport::agent_transport();
-    config.transport_config(Arc::new(transport));
+    config
+        .transport_config(Arc::new(transport))
+        .incoming_buffer_size(crate::quic::transport::WAITING_BUFFER)
+        .incoming_buffer_size_total(crate::quic::transport::WAITING_BUFFER_TOTAL);
     Ok(config)
 }
 

@@ -41,6 +41,15 @@ pub const RECEIVE_WINDOW: u32 = 256 * 1024;
 /// reset loop between two endpoints shrinks to nothing by itself.
 pub const MIN_RESET_INTERVAL: Duration = Duration::from_micros(500);
 
+/// Datagrams buffered for one connection attempt while it waits for a
+/// handshake slot (`quic::admission`): an agent's Initial and its
+/// retransmissions, a few KiB. quinn's default is 10 MiB.
+pub const WAITING_BUFFER: u64 = 64 * 1024;
+/// Datagrams buffered for all waiting attempts together (quinn's default:
+/// 100 MiB); beyond it, further datagrams for waiting attempts are dropped
+/// and their agents retransmit.
+pub const WAITING_BUFFER_TOTAL: u64 = 32 << 20;
+
 /// The transport configuration of the agent endpoint.
 pub fn agent_transport() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
