@@ -26,6 +26,23 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// each attempt; the backoff between attempts spreads a fleet's retries.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Kernel buffer of the agent's UDP socket, each way: a download at full
+/// speed must not lose datagrams while the agent is busy hashing (Linux's
+/// default is 208 KiB; the kernel caps the request at `net.core.rmem_max`).
+pub const SOCKET_BUFFER: usize = 2 << 20;
+
+/// A client endpoint on a fresh UDP socket bound to `bind`, with `buffer`
+/// bytes of kernel buffer asked for each way (best effort: the kernel may
+/// grant less).
+pub fn client_endpoint(bind: SocketAddr, buffer: usize) -> std::io::Result<Endpoint> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    // Best effort, as documented: a smaller buffer still works.
+    let _ = state.set_recv_buffer_size((&socket).into(), buffer);
+    let _ = state.set_send_buffer_size((&socket).into(), buffer);
+    Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
+}
+
 /// Builds the client configuration from the enrolled identity.
 pub fn client_config(state: &StateDir) -> Result<quinn::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -80,7 +97,7 @@ pub async fn connect(config: &quinn::ClientConfig, host: &str, port: u16) -> Res
         .ok_or_else(|| resolve_err("no address".into()))?;
     let bind: SocketAddr =
         if addr.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
-    let endpoint = Endpoint::client(bind)
+    let endpoint = client_endpoint(bind, SOCKET_BUFFER)
         .map_err(|e| AgentError::Connection { addr, reason: format!("cannot bind {bind}: {e}") })?;
     let connection = connect_on(&endpoint, config, addr, host).await?;
     Ok((endpoint, connection))

@@ -15,7 +15,7 @@ use flotte_protocol::Timestamp;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Everything a request or session handler may use. Built once at start.
 pub struct Services {
@@ -56,6 +56,17 @@ fn bind_quic(dir: &DataDir, config: &ControllerConfig) -> Result<quinn::Endpoint
     let addr = config.quic_addr();
     let socket = std::net::UdpSocket::bind(addr)
         .map_err(ControllerError::io("cannot bind QUIC endpoint on", addr.to_string()))?;
+    match quic::transport::size_socket_buffers(&socket) {
+        Ok(granted) if granted < quic::transport::MIN_SOCKET_BUFFER => warn!(
+            granted,
+            wanted = quic::transport::SOCKET_BUFFER,
+            "the QUIC socket's receive buffer is smaller than wanted, so bursts from many agents may be dropped; \
+             raise the kernel's cap: sysctl -w net.core.rmem_max={0} net.core.wmem_max={0}",
+            quic::transport::SOCKET_BUFFER
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot size the QUIC socket's buffers"),
+    }
     let secret = dir.reset_key()?;
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));

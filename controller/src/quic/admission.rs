@@ -176,7 +176,7 @@ impl<T> WaitingRoom<T> {
     }
 
     /// The oldest attempt and its arrival time.
-    pub fn next(&mut self) -> Option<(Instant, T)> {
+    pub fn leave(&mut self) -> Option<(Instant, T)> {
         self.queue.pop_front()
     }
 
@@ -272,7 +272,7 @@ mod tests {
         assert!(room.expired(at(5000)).is_empty(), "exactly the limit is not too long");
         assert_eq!(room.expired(at(6001)), vec!["a", "b"]);
         assert_eq!(room.next_expiry(), Some(at(7000)));
-        assert_eq!(room.next(), Some((at(2000), "c")));
+        assert_eq!(room.leave(), Some((at(2000), "c")));
         assert!(room.is_empty());
         assert_eq!(room.next_expiry(), None);
     }

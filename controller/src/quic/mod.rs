@@ -32,7 +32,7 @@ pub async fn serve(endpoint: quinn::Endpoint, services: Arc<Services>, shutdown:
         }
         while !room.is_empty() {
             let Some(slot) = admission.slot_for_waiting() else { break };
-            if let Some((arrived, incoming)) = room.next() {
+            if let Some((arrived, incoming)) = room.leave() {
                 handshake(incoming, arrived, slot, &services);
             }
         }
@@ -59,7 +59,7 @@ pub async fn serve(endpoint: quinn::Endpoint, services: Arc<Services>, shutdown:
             }
         }
     }
-    for (_, incoming) in std::iter::from_fn(|| room.next()) {
+    for (_, incoming) in std::iter::from_fn(|| room.leave()) {
         incoming.refuse();
     }
     endpoint.close(quinn::VarInt::from_u32(0), b"controller shutting down");

@@ -20,6 +20,7 @@
 //! controller sends none, so an idle fleet costs it one received packet
 //! and one acknowledgement per agent per keep-alive interval.
 
+use std::net::UdpSocket;
 use std::time::Duration;
 
 /// A connection with no traffic (agents keep it alive) for this long is closed.
@@ -49,6 +50,27 @@ pub const WAITING_BUFFER: u64 = 64 * 1024;
 /// 100 MiB); beyond it, further datagrams for waiting attempts are dropped
 /// and their agents retransmit.
 pub const WAITING_BUFFER_TOTAL: u64 = 32 << 20;
+
+/// Kernel buffer of the endpoint's UDP socket, each way. Every agent's
+/// datagrams land in this one socket; at Linux's default of 208 KiB a burst
+/// of handshakes or acknowledgements from a busy fleet overflows it while
+/// the endpoint is busy, and the datagrams are lost (measured with
+/// `flotte-bench`, docs/BENCHMARKS.md). The kernel caps what it grants at
+/// `net.core.rmem_max` / `wmem_max`.
+pub const SOCKET_BUFFER: usize = 8 << 20;
+/// A granted receive buffer below this is worth a warning: it is the
+/// kernel's default cap, not a tuned one.
+pub const MIN_SOCKET_BUFFER: usize = 1 << 20;
+
+/// Asks for [`SOCKET_BUFFER`] both ways on `socket`; returns the receive
+/// buffer the kernel granted (which may be less).
+pub fn size_socket_buffers(socket: &UdpSocket) -> std::io::Result<usize> {
+    let state = quinn::udp::UdpSocketState::new(socket.into())?;
+    state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER)?;
+    state.set_send_buffer_size(socket.into(), SOCKET_BUFFER)?;
+    // Linux reports twice what was granted (the other half is its bookkeeping).
+    Ok(state.recv_buffer_size(socket.into())? / 2)
+}
 
 /// The transport configuration of the agent endpoint.
 pub fn agent_transport() -> quinn::TransportConfig {

@@ -202,31 +202,10 @@ impl Drop for Fleet {
     }
 }
 
-/// One client endpoint of the fleet, with large socket buffers so a
-/// storm of handshakes is not lost in the kernel.
+/// One client endpoint of the fleet. Each carries many agents, so it asks
+/// for four times an agent's socket buffer.
 fn client_endpoint(controller: SocketAddr) -> Result<quinn::Endpoint> {
     let bind: SocketAddr = if controller.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
-    let socket = std::net::UdpSocket::bind(bind).context("cannot bind the simulator's UDP socket")?;
-    set_buffer(&socket, libc::SO_RCVBUF, 8 << 20);
-    set_buffer(&socket, libc::SO_SNDBUF, 8 << 20);
-    let runtime = Arc::new(quinn::TokioRuntime);
-    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
-    Ok(endpoint)
-}
-
-/// Best effort: the kernel caps it at `net.core.rmem_max` / `wmem_max`.
-fn set_buffer(socket: &std::net::UdpSocket, option: libc::c_int, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int
-    // and its exact size.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&raw const bytes).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    flotte_agent::quic::client_endpoint(bind, 4 * flotte_agent::quic::SOCKET_BUFFER)
+        .context("cannot bind the simulator's UDP socket")
 }
