@@ -789,17 +789,7 @@ mod tests {
     }
 
     fn published(store: &Store) {
-        let release = ReleaseMetadata {
-            name: "app".into(),
-            version: "1.0".into(),
-            sha256: Sha256Digest::of(b"x"),
-            size: 1,
-            installer: InstallerKind::Archive,
-            created_at: T0,
-            health: None,
-            detect: None,
-            backup_paths: vec![],
-        };
+        let release = ReleaseMetadata::new("app", "1.0", Sha256Digest::of(b"x"), 1, InstallerKind::Archive, T0);
         let mut conn = store.conn();
         let tx = conn.transaction().unwrap();
         assert!(Store::insert_release_tx(&tx, &release, "targets", T0).unwrap());
