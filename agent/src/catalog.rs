@@ -249,17 +249,8 @@ mod tests {
     }
 
     fn release(id: u64) -> ReleaseMetadata {
-        ReleaseMetadata {
-            name: "app".into(),
-            version: format!("{id}.0"),
-            sha256: Sha256Digest::of(b"x"),
-            size: 1,
-            installer: InstallerKind::Archive,
-            created_at: Timestamp::EPOCH,
-            health: None,
-            detect: None,
-            backup_paths: vec![],
-        }
+        let version = format!("{id}.0");
+        ReleaseMetadata::new("app", version, Sha256Digest::of(b"x"), 1, InstallerKind::Archive, Timestamp::EPOCH)
     }
 
     fn offer(id: u64, deadline: Option<&str>, window: Option<&str>) -> Offer {

@@ -414,17 +414,7 @@ mod tests {
             hasher.update(&buf[..n]);
         }
         let (sha256, _) = hasher.finish();
-        let metadata = ReleaseMetadata {
-            name: "bench".into(),
-            version: "1.0".into(),
-            sha256,
-            size,
-            installer: InstallerKind::Archive,
-            created_at: Timestamp::EPOCH,
-            health: None,
-            detect: None,
-            backup_paths: vec![],
-        };
+        let metadata = ReleaseMetadata::new("bench", "1.0", sha256, size, InstallerKind::Archive, Timestamp::EPOCH);
         let entry = serde_json::from_value(target_entry(&metadata, &Platform::default())).unwrap();
         std::fs::copy(&archive, state.download(&sha256)).unwrap();
 

@@ -343,15 +343,20 @@ impl Store {
     ) -> Result<TokenUse, ControllerError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let row: Option<(i64, Option<i64>)> = tx
+        /// The token's `enrollment_tokens` row.
+        struct TokenRow {
+            expires_at: i64,
+            used_at: Option<i64>,
+        }
+        let row = tx
             .query_row("SELECT expires_at, used_at FROM enrollment_tokens WHERE hash = ?1", params![token_hash], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok(TokenRow { expires_at: r.get(0)?, used_at: r.get(1)? })
             })
             .optional()?;
         let outcome = match row {
             None => TokenUse::Unknown,
-            Some((_, Some(_))) => TokenUse::AlreadyUsed,
-            Some((expires, None)) if expires <= ts(now) => TokenUse::Expired,
+            Some(TokenRow { used_at: Some(_), .. }) => TokenUse::AlreadyUsed,
+            Some(TokenRow { expires_at, .. }) if expires_at <= ts(now) => TokenUse::Expired,
             Some(_) => {
                 tx.execute(
                     "UPDATE enrollment_tokens SET used_at = ?2, used_by = ?3 WHERE hash = ?1 AND used_at IS NULL",
@@ -379,7 +384,6 @@ impl Store {
             .optional()?)
     }
 
-    /// Records a connection's `Hello`.
     /// Records an agent's `Hello` (last seen, version and inventory) in one
     /// transaction: one durable write per connection.
     pub fn agent_connected(&self, id: &AgentId, hello: &Hello, now: Timestamp) -> Result<(), ControllerError> {
@@ -420,9 +424,15 @@ impl Store {
             "SELECT id, hostname, os, arch, agent_version, enrolled_at, last_seen, packages, inventory
              FROM agents WHERE {clause}"
         ))?;
+        /// The view without its JSON columns, which are decoded after.
+        struct AgentRow {
+            view: AgentView,
+            packages: String,
+            inventory: String,
+        }
         let rows = stmt.query_map(params, |r| {
-            Ok((
-                AgentView {
+            Ok(AgentRow {
+                view: AgentView {
                     id: AgentId(r.get(0)?),
                     hostname: r.get(1)?,
                     os: r.get(2)?,
@@ -434,12 +444,12 @@ impl Store {
                     packages: vec![],
                     inventory: None,
                 },
-                r.get::<_, String>(7)?,
-                r.get::<_, String>(8)?,
-            ))
+                packages: r.get(7)?,
+                inventory: r.get(8)?,
+            })
         })?;
         rows.map(|row| {
-            let (mut view, packages, inventory) = row?;
+            let AgentRow { mut view, packages, inventory } = row?;
             view.packages = serde_json::from_str::<Vec<InstalledPackage>>(&packages)
                 .map_err(|e| corrupt("agent packages")(e.to_string()))?;
             if !inventory.is_empty() {
@@ -479,48 +489,20 @@ impl Store {
     }
 
     pub fn list_releases(&self) -> Result<Vec<ReleaseView>, ControllerError> {
-        self.query_releases("SELECT name, version, sha256, size, installer, signed_by, published_at FROM releases ORDER BY name, published_at", params![])
+        self.query_releases("ORDER BY name, published_at", params![])
     }
 
     pub fn release(&self, name: &str, version: &str) -> Result<Option<ReleaseView>, ControllerError> {
-        Ok(self
-            .query_releases(
-                "SELECT name, version, sha256, size, installer, signed_by, published_at FROM releases
-                 WHERE name = ?1 AND version = ?2",
-                params![name, version],
-            )?
-            .pop())
+        Ok(self.query_releases("WHERE name = ?1 AND version = ?2", params![name, version])?.pop())
     }
 
-    fn query_releases(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<ReleaseView>, ControllerError> {
+    /// The releases `SELECT`ed with `filter` (a `WHERE` and/or `ORDER BY`
+    /// clause over the `releases` table).
+    fn query_releases(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<ReleaseView>, ControllerError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(sql)?;
-        let rows = stmt.query_map(args, |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (name, version, sha, size, installer, signed_by, published) = row?;
-            Ok(ReleaseView {
-                name,
-                version,
-                sha256: sha
-                    .parse()
-                    .map_err(|e: flotte_protocol::digest::ParseDigestError| corrupt("release sha256")(e.to_string()))?,
-                size: u64::try_from(size).unwrap_or(0),
-                installer: installer.parse::<InstallerKind>().map_err(corrupt("release installer"))?,
-                signed_by,
-                published_at: from_ts(published),
-            })
-        })
-        .collect()
+        let mut stmt = conn.prepare(&format!("SELECT {} FROM releases {filter}", ReleaseRow::COLUMNS))?;
+        let rows = stmt.query_map(args, ReleaseRow::read)?;
+        rows.map(|row| row?.into_view()).collect()
     }
 
     // ---- deployments and assignments ----
@@ -555,20 +537,23 @@ impl Store {
              WHERE a.agent_id = ?1 AND a.terminal = 0 AND (ro.offer IS NULL OR ro.phase <> 'aborted')
              ORDER BY a.id",
         )?;
+        /// A delivery with its offer terms still encoded.
+        struct PendingRow {
+            id: AssignmentId,
+            release: ReleaseRef,
+            issued_at: Timestamp,
+            offer: Option<String>,
+        }
         let rows = stmt.query_map(params![agent.0], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<String>>(4)?,
-            ))
+            Ok(PendingRow {
+                id: AssignmentId(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                release: ReleaseRef { name: r.get(1)?, version: r.get(2)? },
+                issued_at: from_ts(r.get(3)?),
+                offer: r.get(4)?,
+            })
         })?;
         rows.map(|row| {
-            let (id, name, version, created, offer) = row?;
-            let release = ReleaseRef { name, version };
-            let id = AssignmentId(u64::try_from(id).unwrap_or(0));
-            let issued_at = from_ts(created);
+            let PendingRow { id, release, issued_at, offer } = row?;
             let terms = offer.map(|t| OfferTerms::decode(&t)).transpose()?;
             Ok(Delivery::new(id, release, issued_at, terms.as_ref()))
         })
@@ -670,32 +655,31 @@ impl Store {
             "SELECT a.id, a.deployment_id, a.agent_id, g.hostname, a.name, a.version, a.state, a.updated_at, a.active_version
              FROM assignments a JOIN agents g ON g.id = a.agent_id ORDER BY a.id",
         )?;
+        /// The view without its JSON state, which is decoded after.
+        struct AssignmentRow {
+            view: AssignmentView,
+            state: Option<String>,
+        }
         let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, Option<String>>(8)?,
-            ))
+            Ok(AssignmentRow {
+                view: AssignmentView {
+                    id: AssignmentId(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                    deployment: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    agent: AgentId(r.get(2)?),
+                    hostname: r.get(3)?,
+                    name: r.get(4)?,
+                    version: r.get(5)?,
+                    state: None,
+                    updated_at: from_ts(r.get(7)?),
+                    active_version: r.get(8)?,
+                },
+                state: r.get(6)?,
+            })
         })?;
         rows.map(|row| {
-            let (id, dep, agent, hostname, name, version, state, updated, active) = row?;
-            Ok(AssignmentView {
-                id: AssignmentId(u64::try_from(id).unwrap_or(0)),
-                deployment: u64::try_from(dep).unwrap_or(0),
-                agent: AgentId(agent),
-                hostname,
-                name,
-                version,
-                state: parse_state(state.as_deref())?,
-                updated_at: from_ts(updated),
-                active_version: active,
-            })
+            let AssignmentRow { mut view, state } = row?;
+            view.state = parse_state(state.as_deref())?;
+            Ok(view)
         })
         .collect()
     }
@@ -706,31 +690,85 @@ impl Store {
             "SELECT seq, assignment_id, state, at, received_at, active_before, active_after FROM reports
              WHERE agent_id = ?1 ORDER BY seq",
         )?;
+        /// A report with its JSON state still encoded.
+        struct ReportRow {
+            seq: u64,
+            assignment: AssignmentId,
+            state: String,
+            at: Timestamp,
+            received_at: Timestamp,
+            active_before: Option<String>,
+            active_after: Option<String>,
+        }
         let rows = stmt.query_map(params![agent.0], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-            ))
+            Ok(ReportRow {
+                seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                assignment: AssignmentId(u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)),
+                state: r.get(2)?,
+                at: from_ts(r.get(3)?),
+                received_at: from_ts(r.get(4)?),
+                active_before: r.get(5)?,
+                active_after: r.get(6)?,
+            })
         })?;
         rows.map(|row| {
-            let (seq, assignment, state, at, received, before, after) = row?;
+            let ReportRow { seq, assignment, state, at, received_at, active_before, active_after } = row?;
             Ok(ReportView {
-                seq: u64::try_from(seq).unwrap_or(0),
-                assignment: AssignmentId(u64::try_from(assignment).unwrap_or(0)),
+                seq,
+                assignment,
                 state: parse_state(Some(&state))?
                     .ok_or_else(|| ControllerError::Corrupt("empty report state".into()))?,
-                at: from_ts(at),
-                received_at: from_ts(received),
-                active_before: before,
-                active_after: after,
+                at,
+                received_at,
+                active_before,
+                active_after,
             })
         })
         .collect()
+    }
+}
+
+/// A `releases` row, as [`Store::list_releases`] and [`Store::release`]
+/// read it.
+struct ReleaseRow {
+    name: String,
+    version: String,
+    sha256: String,
+    size: i64,
+    installer: String,
+    signed_by: String,
+    published_at: i64,
+}
+
+impl ReleaseRow {
+    /// The columns [`ReleaseRow::read`] decodes, in its order.
+    const COLUMNS: &str = "name, version, sha256, size, installer, signed_by, published_at";
+
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
+        Ok(ReleaseRow {
+            name: r.get(0)?,
+            version: r.get(1)?,
+            sha256: r.get(2)?,
+            size: r.get(3)?,
+            installer: r.get(4)?,
+            signed_by: r.get(5)?,
+            published_at: r.get(6)?,
+        })
+    }
+
+    fn into_view(self) -> Result<ReleaseView, ControllerError> {
+        Ok(ReleaseView {
+            name: self.name,
+            version: self.version,
+            sha256: self
+                .sha256
+                .parse()
+                .map_err(|e: flotte_protocol::digest::ParseDigestError| corrupt("release sha256")(e.to_string()))?,
+            size: u64::try_from(self.size).unwrap_or(0),
+            installer: self.installer.parse::<InstallerKind>().map_err(corrupt("release installer"))?,
+            signed_by: self.signed_by,
+            published_at: from_ts(self.published_at),
+        })
     }
 }
 
@@ -770,17 +808,7 @@ mod tests {
     }
 
     fn published(store: &Store) {
-        let release = ReleaseMetadata {
-            name: "app".into(),
-            version: "1.0".into(),
-            sha256: Sha256Digest::of(b"x"),
-            size: 1,
-            installer: InstallerKind::Archive,
-            created_at: T0,
-            health: None,
-            detect: None,
-            backup_paths: vec![],
-        };
+        let release = ReleaseMetadata::new("app", "1.0", Sha256Digest::of(b"x"), 1, InstallerKind::Archive, T0);
         let mut conn = store.conn();
         let tx = conn.transaction().unwrap();
         assert!(Store::insert_release_tx(&tx, &release, "targets", T0).unwrap());

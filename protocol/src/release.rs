@@ -145,6 +145,32 @@ pub struct ReleaseMetadata {
 }
 
 impl ReleaseMetadata {
+    /// The release `name@version` of content `sha256` (`size` bytes),
+    /// installed by `installer`, signed at `created_at`, with no health
+    /// check, detection rule or backup paths: set those fields after, or
+    /// with `..ReleaseMetadata::new(…)`. Checks nothing; see
+    /// [`ReleaseMetadata::validate`] and [`ReleaseMetadata::validate_spec`].
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        sha256: Sha256Digest,
+        size: u64,
+        installer: InstallerKind,
+        created_at: Timestamp,
+    ) -> ReleaseMetadata {
+        ReleaseMetadata {
+            name: name.into(),
+            version: version.into(),
+            sha256,
+            size,
+            installer,
+            created_at,
+            health: None,
+            detect: None,
+            backup_paths: Vec::new(),
+        }
+    }
+
     /// `name@version`, the way admins type it.
     pub fn label(&self) -> String {
         format!("{}@{}", self.name, self.version)
@@ -314,17 +340,7 @@ mod tests {
     }
 
     fn metadata() -> ReleaseMetadata {
-        ReleaseMetadata {
-            name: "app".into(),
-            version: "1.0".into(),
-            sha256: crate::Sha256Digest::of(b"x"),
-            size: 1,
-            installer: InstallerKind::Archive,
-            created_at: Timestamp::EPOCH,
-            health: None,
-            detect: None,
-            backup_paths: vec![],
-        }
+        ReleaseMetadata::new("app", "1.0", crate::Sha256Digest::of(b"x"), 1, InstallerKind::Archive, Timestamp::EPOCH)
     }
 
     fn with_check(check: HealthCheck) -> ReleaseMetadata {

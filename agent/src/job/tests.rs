@@ -23,17 +23,8 @@ fn listed(meta: ReleaseMetadata) -> TestRelease {
 }
 
 fn metadata(name: &str) -> ReleaseMetadata {
-    ReleaseMetadata {
-        name: name.into(),
-        version: "2.0".into(),
-        sha256: Sha256Digest::of(CONTENT),
-        size: CONTENT.len() as u64,
-        installer: InstallerKind::Archive,
-        created_at: Timestamp::from_unix_millis(1),
-        health: None,
-        detect: None,
-        backup_paths: vec![],
-    }
+    let (size, created_at) = (CONTENT.len() as u64, Timestamp::from_unix_millis(1));
+    ReleaseMetadata::new(name, "2.0", Sha256Digest::of(CONTENT), size, InstallerKind::Archive, created_at)
 }
 
 /// A release with a health check on probation for `probation` seconds and

@@ -4,7 +4,7 @@
 
 use super::{Actor, ApiResult, ApiState, Failure};
 use crate::rollout::driver::after_step;
-use crate::rollout::persist::Extras;
+use crate::rollout::persist::{ActiveRollout, Extras};
 use crate::rollout::spec::{Advance, Deferral, Mode, RolloutPolicy, SilencePolicy, parse_failure_limit, parse_waves};
 use crate::rollout::targets::{self, Facts};
 use crate::rollout::window::WindowError;
@@ -260,7 +260,7 @@ pub(super) fn check_conflicts(
     except: Option<u64>,
 ) -> Result<(), Failure> {
     let store = &state.services.store;
-    for (id, _, other_target) in store.active_rollouts()? {
+    for ActiveRollout { id, target: other_target, .. } in store.active_rollouts()? {
         if Some(id) == except {
             continue;
         }

@@ -172,16 +172,12 @@ pub fn describe(path: &Path, name: &str, version: &str, spec: &ReleaseSpec) -> R
         hasher.update(&buf[..n]);
     }
     let (sha256, size) = hasher.finish();
+    let now = Timestamp::from_system_time(SystemTime::now());
     let metadata = ReleaseMetadata {
-        name: name.into(),
-        version: version.into(),
-        sha256,
-        size,
-        installer: spec.installer,
-        created_at: Timestamp::from_system_time(SystemTime::now()),
         health: spec.health.clone(),
         detect: spec.detect.clone(),
         backup_paths: spec.backup_paths.clone(),
+        ..ReleaseMetadata::new(name, version, sha256, size, spec.installer, now)
     };
     metadata.validate()?;
     metadata.validate_spec()?;

@@ -7,7 +7,7 @@
 //! resumes exactly where the last commit left off.
 
 use super::engine::Joining;
-use super::persist::Step;
+use super::persist::{ActiveRollout, Step};
 use super::targets;
 use crate::error::ControllerError;
 use crate::server::Services;
@@ -68,7 +68,7 @@ pub fn after_step(services: &Services, id: u64, step: &Step) {
 /// that does not have it yet.
 pub fn join_matching(services: &Services, agent: &AgentId, at: Timestamp) -> Result<(), ControllerError> {
     let active = services.store.active_rollouts()?;
-    if !active.iter().any(|(_, _, t)| targets::is_dynamic(t)) {
+    if !active.iter().any(|a| targets::is_dynamic(&a.target)) {
         return Ok(());
     }
     // One agent's row and tags: this runs for every connection, and a
@@ -76,7 +76,7 @@ pub fn join_matching(services: &Services, agent: &AgentId, at: Timestamp) -> Res
     let Some(view) = services.store.agent_view(agent)? else { return Ok(()) };
     let tags = services.store.tags_of(agent)?;
     let facts = targets::Facts { id: &view.id, hostname: &view.hostname, os: &view.os, arch: &view.arch, tags: &tags };
-    for (id, _, target) in active {
+    for ActiveRollout { id, target, .. } in active {
         if !targets::is_dynamic(&target) || !targets::matches(&target, &facts) {
             continue;
         }
@@ -111,12 +111,12 @@ pub fn step(services: &Services, id: u64, at: Timestamp) {
 pub async fn run(services: Arc<Services>, mut news: mpsc::UnboundedReceiver<u64>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     // Catch up on whatever happened while the controller was down.
-    for (id, _, _) in services.store.active_rollouts().unwrap_or_default() {
+    for ActiveRollout { id, .. } in services.store.active_rollouts().unwrap_or_default() {
         step(&services, id, now());
     }
     loop {
         let active = services.store.active_rollouts().unwrap_or_default();
-        let next = active.iter().filter_map(|(_, t, _)| *t).min();
+        let next = active.iter().filter_map(|a| a.next_timeout).min();
         let wait = next.map_or(Duration::from_secs(3600), |t| t.saturating_since(now()));
         tokio::select! {
             first = news.recv() => {
@@ -131,8 +131,8 @@ pub async fn run(services: Arc<Services>, mut news: mpsc::UnboundedReceiver<u64>
             }
             () = tokio::time::sleep(wait) => {
                 let at = now();
-                for (id, due, _) in active {
-                    if due.is_some_and(|t| t <= at) {
+                for ActiveRollout { id, next_timeout, .. } in active {
+                    if next_timeout.is_some_and(|t| t <= at) {
                         step(&services, id, at);
                     }
                 }

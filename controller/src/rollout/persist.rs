@@ -60,6 +60,16 @@ pub struct AgentResult {
     pub active_now: Option<String>,
 }
 
+/// An unfinished rollout, as the driver wakes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveRollout {
+    pub id: u64,
+    /// When the engine wants its next timeout; `None`: only news wakes it.
+    pub next_timeout: Option<Timestamp>,
+    /// Whom it targets (dynamic targets take in agents that appear later).
+    pub target: Target,
+}
+
 /// How a report's state counts for a rollout.
 pub fn outcome(state: &InstallState) -> Outcome {
     match state {
@@ -223,45 +233,66 @@ fn step_in<E>(
     action: impl FnOnce(&mut Rollout) -> Result<(), E>,
 ) -> Result<Result<Step, E>, ControllerError> {
     let id = i64::try_from(id).unwrap_or(-1);
-    let Some((engine, watermark, name, version, created, offer)) = tx
+    /// A rollout's stored engine and deployment, still encoded.
+    struct RolloutRow {
+        engine: String,
+        report_watermark: i64,
+        name: String,
+        version: String,
+        created_at: i64,
+        offer: Option<String>,
+    }
+    let Some(row) = tx
         .query_row(
             "SELECT r.engine, r.report_watermark, d.name, d.version, d.created_at, r.offer FROM rollouts r
                  JOIN deployments d ON d.id = r.id WHERE r.id = ?1",
             params![id],
             |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
+                Ok(RolloutRow {
+                    engine: r.get(0)?,
+                    report_watermark: r.get(1)?,
+                    name: r.get(2)?,
+                    version: r.get(3)?,
+                    created_at: r.get(4)?,
+                    offer: r.get(5)?,
+                })
             },
         )
         .optional()?
     else {
         return Err(ControllerError::Other(format!("no rollout {id}")));
     };
-    let offer = offer.map(|t| OfferTerms::decode(&t)).transpose()?;
-    let issue = Issue { name: &name, version: &version, issued_at: from_ts(created), offer };
-    let mut rollout = decode(&engine)?;
-    let mut new_watermark = watermark;
+    let offer = row.offer.map(|t| OfferTerms::decode(&t)).transpose()?;
+    let issue = Issue { name: &row.name, version: &row.version, issued_at: from_ts(row.created_at), offer };
+    let mut rollout = decode(&row.engine)?;
+    let mut new_watermark = row.report_watermark;
     {
+        /// A report past the watermark, with its JSON state still encoded.
+        struct NewReport {
+            rowid: i64,
+            agent: AgentId,
+            state: String,
+            received_at: Timestamp,
+        }
         let mut stmt = tx.prepare(
             "SELECT p.rowid, p.agent_id, p.state, p.received_at FROM reports p
                  JOIN assignments a ON a.id = p.assignment_id
                  WHERE a.deployment_id = ?1 AND p.rowid > ?2 ORDER BY p.rowid",
         )?;
-        let rows = stmt.query_map(params![id, watermark], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+        let rows = stmt.query_map(params![id, row.report_watermark], |r| {
+            Ok(NewReport {
+                rowid: r.get(0)?,
+                agent: AgentId(r.get(1)?),
+                state: r.get(2)?,
+                received_at: from_ts(r.get(3)?),
+            })
         })?;
-        for row in rows {
-            let (rowid, agent, state, received) = row?;
-            let state: InstallState =
-                serde_json::from_str(&state).map_err(|e| ControllerError::Corrupt(format!("report state: {e}")))?;
-            rollout.handle_report(from_ts(received), &AgentId(agent), outcome(&state));
-            new_watermark = rowid;
+        for report in rows {
+            let report = report?;
+            let state: InstallState = serde_json::from_str(&report.state)
+                .map_err(|e| ControllerError::Corrupt(format!("report state: {e}")))?;
+            rollout.handle_report(report.received_at, &report.agent, outcome(&state));
+            new_watermark = report.rowid;
         }
     }
     rollout.handle_timeout(now);
@@ -302,18 +333,29 @@ impl Store {
     }
 
     /// Rollouts that are not finished, with the time each wants to be woken.
-    pub fn active_rollouts(&self) -> Result<Vec<(u64, Option<Timestamp>, Target)>, ControllerError> {
+    pub fn active_rollouts(&self) -> Result<Vec<ActiveRollout>, ControllerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, next_timeout, target FROM rollouts WHERE phase NOT IN ('completed', 'aborted') ORDER BY id",
         )?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, String>(2)?)))?;
+        /// An active rollout with its JSON target still encoded.
+        struct ActiveRow {
+            id: u64,
+            next_timeout: Option<Timestamp>,
+            target: String,
+        }
+        let rows = stmt.query_map([], |r| {
+            Ok(ActiveRow {
+                id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                next_timeout: r.get::<_, Option<i64>>(1)?.map(from_ts),
+                target: r.get(2)?,
+            })
+        })?;
         rows.map(|row| {
-            let (id, next, target) = row?;
+            let ActiveRow { id, next_timeout, target } = row?;
             let target =
                 serde_json::from_str(&target).map_err(|e| ControllerError::Corrupt(format!("rollout target: {e}")))?;
-            Ok((u64::try_from(id).unwrap_or(0), next.map(from_ts), target))
+            Ok(ActiveRollout { id, next_timeout, target })
         })
         .collect()
     }
@@ -327,20 +369,29 @@ impl Store {
              WHERE ?1 IS NULL OR r.id = ?1 ORDER BY r.id",
         )?;
         let only = only.map(|v| i64::try_from(v).unwrap_or(-1));
+        /// A rollout with its engine still encoded.
+        struct ViewRow {
+            id: u64,
+            name: String,
+            version: String,
+            created_at: Timestamp,
+            engine: String,
+            rollback_of: Option<u64>,
+        }
         let rows = stmt.query_map(params![only], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-            ))
+            Ok(ViewRow {
+                id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                name: r.get(1)?,
+                version: r.get(2)?,
+                created_at: from_ts(r.get(3)?),
+                engine: r.get(4)?,
+                rollback_of: r.get::<_, Option<i64>>(5)?.and_then(|v| u64::try_from(v).ok()),
+            })
         })?;
         rows.map(|row| {
-            let (id, name, version, created, engine, rollback_of) = row?;
-            let mut view = view(u64::try_from(id).unwrap_or(0), name, version, from_ts(created), &decode(&engine)?);
-            view.rollback_of = rollback_of.and_then(|v| u64::try_from(v).ok());
+            let row = row?;
+            let mut view = view(row.id, row.name, row.version, row.created_at, &decode(&row.engine)?);
+            view.rollback_of = row.rollback_of;
             Ok(view)
         })
         .collect()
@@ -370,22 +421,30 @@ impl Store {
              FROM assignments a JOIN agents g ON g.id = a.agent_id
              WHERE a.deployment_id = ?1 ORDER BY g.hostname, a.agent_id",
         )?;
+        /// The result without its JSON state, which is decoded after.
+        struct ResultRow {
+            result: AgentResult,
+            state: Option<String>,
+        }
         let rows = stmt.query_map(params![i64::try_from(id).unwrap_or(-1)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-            ))
+            Ok(ResultRow {
+                result: AgentResult {
+                    agent: AgentId(r.get(0)?),
+                    hostname: r.get(1)?,
+                    state: None,
+                    active_before: r.get(3)?,
+                    active_now: r.get(4)?,
+                },
+                state: r.get(2)?,
+            })
         })?;
         rows.map(|row| {
-            let (agent, hostname, state, active_before, active_now) = row?;
-            let state = state
+            let ResultRow { mut result, state } = row?;
+            result.state = state
                 .map(|s| serde_json::from_str::<InstallState>(&s))
                 .transpose()
                 .map_err(|e| ControllerError::Corrupt(format!("assignment state: {e}")))?;
-            Ok(AgentResult { agent: AgentId(agent), hostname, state, active_before, active_now })
+            Ok(result)
         })
         .collect()
     }

@@ -141,11 +141,16 @@ fn put_metadata(
 }
 
 fn signed_of(store: &Store, file: &str) -> Result<Option<Signed>, ControllerError> {
-    let row: Option<(i64, i64)> = store
+    Ok(store
         .conn()
-        .query_row("SELECT version, expires FROM tuf_metadata WHERE file = ?1", [file], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(row.map(|(v, e)| Signed { version: u64::try_from(v).unwrap_or(0), expires: from_ts(e) }))
+        .query_row("SELECT version, expires FROM tuf_metadata WHERE file = ?1", [file], |r| read_signed(r, 0))
+        .optional()?)
+}
+
+/// The `version, expires` columns of a `tuf_metadata` row, from column
+/// `first` on.
+fn read_signed(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Signed> {
+    Ok(Signed { version: u64::try_from(r.get::<_, i64>(first)?).unwrap_or(0), expires: from_ts(r.get(first + 1)?) })
 }
 
 /// The newest trusted root, parsed.
@@ -160,20 +165,40 @@ fn corrupt(e: TufError) -> ControllerError {
     ControllerError::Corrupt(format!("stored TUF metadata: {e}"))
 }
 
-/// Every stored targets role: `(role, version, parsed)`.
-fn targets_roles(store: &Store) -> Result<Vec<(String, u64, TargetsMetadata)>, ControllerError> {
-    let rows: Vec<(String, i64, Vec<u8>)> = {
+/// A stored targets role (the top-level one or a delegated one), parsed.
+struct StoredTargets {
+    role: String,
+    version: u64,
+    metadata: TargetsMetadata,
+}
+
+/// Every stored targets role.
+fn targets_roles(store: &Store) -> Result<Vec<StoredTargets>, ControllerError> {
+    /// A targets role's row, its bytes not parsed yet.
+    struct TargetsRow {
+        role: String,
+        version: u64,
+        bytes: Vec<u8>,
+    }
+    let rows: Vec<TargetsRow> = {
         let conn = store.conn();
         let mut stmt = conn.prepare(
             "SELECT role, version, bytes FROM tuf_metadata WHERE role NOT IN ('root', 'snapshot', 'timestamp')",
         )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+        stmt.query_map([], |r| {
+            Ok(TargetsRow {
+                role: r.get(0)?,
+                version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                bytes: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?
     };
     rows.into_iter()
-        .map(|(role, version, bytes)| {
+        .map(|TargetsRow { role, version, bytes }| {
             let env = Envelope::parse(&role, &bytes, tuf::MAX_TARGETS_LEN).map_err(corrupt)?;
-            let md = TargetsMetadata::from_signed(&role, &env.signed).map_err(corrupt)?;
-            Ok((role, u64::try_from(version).unwrap_or(0), md))
+            let metadata = TargetsMetadata::from_signed(&role, &env.signed).map_err(corrupt)?;
+            Ok(StoredTargets { role, version, metadata })
         })
         .collect()
 }
@@ -185,10 +210,10 @@ fn targets_roles(store: &Store) -> Result<Vec<(String, u64, TargetsMetadata)>, C
 pub fn rollback_up_to(store: &Store, name: &str, version: &str) -> Result<Option<String>, ControllerError> {
     let target = target_name(name, version);
     let mut roles = targets_roles(store)?;
-    roles.sort_by_key(|(role, _, _)| role != tuf::TARGETS);
+    roles.sort_by_key(|stored| stored.role != tuf::TARGETS);
     Ok(roles
         .iter()
-        .find_map(|(_, _, md)| md.targets.get(&target))
+        .find_map(|stored| stored.metadata.targets.get(&target))
         .and_then(|file| read_release(&target, file).ok())
         .and_then(|custom| custom.rollback_up_to))
 }
@@ -197,7 +222,7 @@ pub fn rollback_up_to(store: &Store, name: &str, version: &str) -> Result<Option
 /// roles, snapshot and timestamp, with a warning on each offline-signed
 /// role close to expiry ([`policy::expiring`]).
 pub fn status(store: &Store, now: Timestamp) -> Result<Vec<TufRoleView>, ControllerError> {
-    let rows: Vec<(String, i64, i64)> = {
+    let rows: Vec<(String, Signed)> = {
         let conn = store.conn();
         let mut stmt = conn.prepare(
             "SELECT role, version, expires FROM tuf_metadata AS t
@@ -205,12 +230,11 @@ pub fn status(store: &Store, now: Timestamp) -> Result<Vec<TufRoleView>, Control
              ORDER BY CASE role WHEN 'root' THEN 0 WHEN 'targets' THEN 1 WHEN 'snapshot' THEN 3
                                 WHEN 'timestamp' THEN 4 ELSE 2 END, role",
         )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+        stmt.query_map([], |r| Ok((r.get(0)?, read_signed(r, 1)?)))?.collect::<Result<_, _>>()?
     };
     Ok(rows
         .into_iter()
-        .map(|(role, version, expires)| {
-            let signed = Signed { version: u64::try_from(version).unwrap_or(0), expires: from_ts(expires) };
+        .map(|(role, signed)| {
             let online = role == tuf::SNAPSHOT || role == tuf::TIMESTAMP;
             let warning = if online {
                 None
@@ -309,8 +333,8 @@ pub fn upload_targets(services: &Services, role: &str, bytes: &[u8], now: Timest
     if role == tuf::TARGETS {
         verify_role(role, version, &root.keys, root.role(tuf::TARGETS)?, &env)?;
     } else {
-        let delegation = stored.iter().find_map(|(_, _, parent)| {
-            let d = parent.delegations.as_ref()?;
+        let delegation = stored.iter().find_map(|parent| {
+            let d = parent.metadata.delegations.as_ref()?;
             d.roles.iter().find(|r| r.name == role).map(|r| (&d.keys, r))
         });
         let Some((keys, delegated)) = delegation else {
@@ -327,10 +351,10 @@ pub fn upload_targets(services: &Services, role: &str, bytes: &[u8], now: Timest
             ));
         }
     }
-    if let Some((_, old, _)) = stored.iter().find(|(r, _, _)| r == role)
-        && version <= *old
+    if let Some(old) = stored.iter().find(|s| s.role == role)
+        && version <= old.version
     {
-        return Err(TufError::Rollback { role: role.into(), trusted: *old, new: version }.into());
+        return Err(TufError::Rollback { role: role.into(), trusted: old.version, new: version }.into());
     }
     if new.common.is_expired(now) {
         return Err(invalid(format!("{role} v{version} expired at {}", new.common.expires_text), None));
@@ -400,7 +424,7 @@ fn sign_online(services: &Services, now: Timestamp, targets_changed: bool) -> Re
     let mut writes: Vec<(&str, u64, Timestamp, Vec<u8>)> = Vec::new();
     if due.snapshot {
         let roles = targets_roles(store)?;
-        let listed: Vec<(&str, u64)> = roles.iter().map(|(r, v, _)| (r.as_str(), *v)).collect();
+        let listed: Vec<(&str, u64)> = roles.iter().map(|s| (s.role.as_str(), s.version)).collect();
         snapshot_version += 1;
         let expires = policy::expiry(policy::SNAPSHOT_LIFETIME, now);
         let bytes =

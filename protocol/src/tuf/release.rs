@@ -163,16 +163,10 @@ mod tests {
     use crate::release::InstallerKind;
 
     fn release() -> ReleaseMetadata {
+        let created_at = Timestamp::from_unix_millis(1_000);
         ReleaseMetadata {
-            name: "app".into(),
-            version: "1.2.0".into(),
-            sha256: Sha256Digest::of(b"content"),
-            size: 7,
-            installer: InstallerKind::Script,
-            created_at: Timestamp::from_unix_millis(1_000),
-            health: None,
-            detect: None,
             backup_paths: vec!["/etc/app".into()],
+            ..ReleaseMetadata::new("app", "1.2.0", Sha256Digest::of(b"content"), 7, InstallerKind::Script, created_at)
         }
     }
 

@@ -71,17 +71,8 @@ pub fn run(o: &Options) -> Result<Report> {
 }
 
 fn metadata(sha256: Sha256Digest, size: u64) -> ReleaseMetadata {
-    ReleaseMetadata {
-        name: "bench".into(),
-        version: "1.0.0".into(),
-        sha256,
-        size,
-        installer: InstallerKind::Archive,
-        created_at: Timestamp::from_system_time(SystemTime::now()),
-        health: None,
-        detect: None,
-        backup_paths: Vec::new(),
-    }
+    let now = Timestamp::from_system_time(SystemTime::now());
+    ReleaseMetadata::new("bench", "1.0.0", sha256, size, InstallerKind::Archive, now)
 }
 
 /// A TUF repository (one ed25519 key for every role) whose targets list

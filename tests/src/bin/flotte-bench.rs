@@ -9,6 +9,11 @@
 //! common: [--bin-dir target/release] [--markdown] [--write docs/BENCHMARKS.md]
 //! ```
 //!
+//! `flotte-bench SCENARIO --help` lists a scenario's options with their
+//! defaults, which are the scenario's own `Options::default()`. A command
+//! line that names no scenario (nothing, or an option first) measures
+//! `idle`, as before the other scenarios existed.
+//!
 //! Each scenario prints a table (`--markdown`: as Markdown), and `--write
 //! FILE` replaces that scenario's marked section of FILE with the table, the
 //! machine description and the exact command line. The fleet scenarios
@@ -19,93 +24,220 @@
 //! A benchmark, not a test: it checks that every push completed and every
 //! digest matched, never how fast.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use flotte_controller::lab::harness::{AgentProcess, Binaries, ControllerProcess, wait_online};
 use flotte_tests::bench::{self, Table, fanout, peers, scale, verify};
 use flotte_tests::footprint::{self, Footprint};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const USAGE: &str = "flotte-bench verify|fanout|scale|peers|idle [options]; see the module documentation \
-(tests/src/bin/flotte-bench.rs) or docs/BENCHMARKS.md";
+/// Flotte measured against baselines in the same run.
+///
+/// Without a scenario (nothing, or an option first) it measures `idle`.
+#[derive(Parser)]
+#[command(name = "flotte-bench")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// What every scenario accepts, before or after its name.
+#[derive(Args)]
+#[command(next_help_heading = "Common options")]
+struct Common {
+    /// Where the release binaries (flotte-controller, flotte-agent) are.
+    #[arg(long, value_name = "DIR", default_value = "target/release", global = true)]
+    bin_dir: PathBuf,
+    /// Print the table as Markdown.
+    #[arg(long, global = true)]
+    markdown: bool,
+    /// Replace the scenario's marked section of FILE (`<!-- bench:NAME -->`)
+    /// with the table, the machine description and the command line.
+    #[arg(long, value_name = "FILE", global = true)]
+    write: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// How fast the agent verifies a release's content, against `openssl sha256`.
+    Verify(VerifyArgs),
+    /// One push to simulated agents on loopback, against nginx serving the same file.
+    Fanout(FanoutArgs),
+    /// A large simulated fleet: enrollment, memory, keep-alive CPU, pushes and a reconnect storm.
+    Scale(ScaleArgs),
+    /// Flotte against scp and Ansible over ssh to the same hosts.
+    Peers(PeersArgs),
+    /// The idle footprint of one connected agent and its controller.
+    ///
+    /// Prints its tables only: `--write` does not apply to it.
+    Idle(IdleArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Size of the file hashed, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = verify::Options::default().size >> 20)]
+    size_mib: u64,
+    /// Timed runs of each side.
+    #[arg(long, value_name = "N", default_value_t = verify::Options::default().runs)]
+    runs: usize,
+    /// Where the file is written (deleted afterwards).
+    #[arg(long, value_name = "DIR", default_value_os_t = verify::Options::default().dir)]
+    dir: PathBuf,
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    /// Simulated agents.
+    #[arg(long, value_name = "N", default_value_t = fanout::Options::default().agents)]
+    agents: usize,
+    /// Package size, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = fanout::Options::default().size >> 20)]
+    size_mib: u64,
+    /// Interleaved runs of each side.
+    #[arg(long, value_name = "N", default_value_t = fanout::Options::default().runs)]
+    runs: usize,
+    /// Install with the real archive installer (into a tmpfs) instead of the null one.
+    #[arg(long)]
+    archive: bool,
+    /// Skip the nginx baseline.
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+#[derive(Args)]
+struct ScaleArgs {
+    /// Simulated agents.
+    #[arg(long, value_name = "N", default_value_t = scale::Options::default().agents)]
+    agents: usize,
+    /// The idle period over which keep-alive CPU is measured, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = scale::Options::default().idle.as_secs())]
+    idle_secs: u64,
+    /// First connections are spread over this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = scale::Options::default().spread.as_secs())]
+    spread_secs: u64,
+    /// How many pushes to time, one after the other.
+    #[arg(long, value_name = "N", default_value_t = scale::Options::default().pushes)]
+    pushes: usize,
+    /// Skip the reconnect storm after the pushes.
+    #[arg(long)]
+    no_storm: bool,
+    /// Label of the controller build, for before/after tables; when given,
+    /// `--write` writes the section `scale-NAME`.
+    #[arg(long, value_name = "NAME", default_value_t = scale::Options::default().label)]
+    label: String,
+}
+
+#[derive(Args)]
+struct PeersArgs {
+    /// Fleet sizes, each its own measurement.
+    #[arg(long, value_name = "N,N…", default_value_t = FleetSizes(peers::Options::default().hosts))]
+    hosts: FleetSizes,
+    /// Package size, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = peers::Options::default().size >> 20)]
+    size_mib: u64,
+    /// Interleaved runs of each tool per fleet size.
+    #[arg(long, value_name = "N", default_value_t = peers::Options::default().runs)]
+    runs: usize,
+    /// Skip Ansible (which needs a venv with ansible-core).
+    #[arg(long)]
+    no_ansible: bool,
+    /// The port the benchmark's `sshd` listens on.
+    #[arg(long, value_name = "PORT", default_value_t = peers::Options::default().ssh_port)]
+    ssh_port: u16,
+}
+
+/// Fleet sizes as `--hosts` takes them: `16,64`.
+#[derive(Clone)]
+struct FleetSizes(Vec<usize>);
+
+impl std::str::FromStr for FleetSizes {
+    type Err = String;
+    fn from_str(list: &str) -> Result<Self, String> {
+        let size = |n: &str| n.trim().parse().map_err(|_| format!("--hosts takes numbers like 16,64, not {n}"));
+        Ok(FleetSizes(list.split(',').map(size).collect::<Result<_, _>>()?))
+    }
+}
+
+impl std::fmt::Display for FleetSizes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        f.write_str(&sizes.join(","))
+    }
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    /// The idle period measured, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = IDLE_SECS)]
+    idle_secs: u64,
+    /// How long the connected agent settles before the measurement, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = SETTLE_SECS)]
+    settle_secs: u64,
+}
+
+/// `idle`'s default measurement period.
+const IDLE_SECS: u64 = 60;
+/// `idle`'s default settling time.
+const SETTLE_SECS: u64 = 5;
 
 fn main() -> Result<()> {
-    let mut args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args().collect();
     let command_line = args.join(" ");
-    args.remove(0);
-    // Without a scenario name, the idle footprint (the original command line).
-    let scenario = if args.first().is_some_and(|a| !a.starts_with('-')) { args.remove(0) } else { "idle".into() };
-    let mut common = Common { bin_dir: "target/release".into(), markdown: false, write: None };
-    let mut rest = Vec::new();
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--bin-dir" => common.bin_dir = it.next().context("--bin-dir needs a value")?.into(),
-            "--markdown" => common.markdown = true,
-            "--write" => common.write = Some(it.next().context("--write needs a file")?.into()),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            _ => rest.push(arg),
-        }
-    }
-    let flags = Flags(rest);
-    let report = match scenario.as_str() {
-        "verify" => {
-            let mut o = verify::Options::default();
-            if let Some(m) = flags.u64("--size-mib")? {
-                o.size = m << 20;
-            }
-            o.runs = flags.u64("--runs")?.map_or(o.runs, |r| r as usize);
-            if let Some(d) = flags.value("--dir") {
-                o.dir = d.into();
-            }
-            flags.check(&["--size-mib", "--runs", "--dir"], &[])?;
+    let matches = Cli::command().get_matches_from(with_default_scenario(args));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let common = cli.common;
+    let report = match cli.scenario {
+        Scenario::Verify(a) => {
+            let o = verify::Options { size: a.size_mib << 20, runs: a.runs, dir: a.dir };
             verify::run(&o)?
         }
-        "fanout" => {
-            let mut o = fanout::Options::default();
-            o.agents = flags.u64("--agents")?.map_or(o.agents, |n| n as usize);
-            o.size = flags.u64("--size-mib")?.map_or(o.size, |m| m << 20);
-            o.runs = flags.u64("--runs")?.map_or(o.runs, |r| r as usize);
-            o.archive = flags.has("--archive");
-            o.baseline = !flags.has("--no-baseline");
-            flags.check(&["--agents", "--size-mib", "--runs"], &["--archive", "--no-baseline"])?;
+        Scenario::Fanout(a) => {
+            let o = fanout::Options {
+                agents: a.agents,
+                size: a.size_mib << 20,
+                runs: a.runs,
+                archive: a.archive,
+                baseline: !a.no_baseline,
+                ..fanout::Options::default()
+            };
             fanout::run(&common.binaries()?, &o)?
         }
-        "scale" => {
-            let mut o = scale::Options::default();
-            o.agents = flags.u64("--agents")?.map_or(o.agents, |n| n as usize);
-            o.idle = flags.u64("--idle-secs")?.map_or(o.idle, Duration::from_secs);
-            o.spread = flags.u64("--spread-secs")?.map_or(o.spread, Duration::from_secs);
-            o.pushes = flags.u64("--pushes")?.map_or(o.pushes, |p| p as usize);
-            o.storm = !flags.has("--no-storm");
-            if let Some(l) = flags.value("--label") {
-                o.label = l.to_string();
-            }
-            flags.check(&["--agents", "--idle-secs", "--spread-secs", "--pushes", "--label"], &["--no-storm"])?;
+        Scenario::Scale(a) => {
+            let o = scale::Options {
+                agents: a.agents,
+                idle: Duration::from_secs(a.idle_secs),
+                spread: Duration::from_secs(a.spread_secs),
+                pushes: a.pushes,
+                storm: !a.no_storm,
+                label: a.label,
+                ..scale::Options::default()
+            };
             scale::run(&common.binaries()?, &o)?
         }
-        "peers" => {
-            let mut o = peers::Options::default();
-            if let Some(list) = flags.value("--hosts") {
-                o.hosts = list
-                    .split(',')
-                    .map(|n| n.trim().parse().with_context(|| format!("--hosts takes numbers like 16,64, not {n}")))
-                    .collect::<Result<_>>()?;
-            }
-            o.size = flags.u64("--size-mib")?.map_or(o.size, |m| m << 20);
-            o.runs = flags.u64("--runs")?.map_or(o.runs, |r| r as usize);
-            o.ansible = !flags.has("--no-ansible");
-            if let Some(port) = flags.u64("--ssh-port")? {
-                o.ssh_port = u16::try_from(port).context("--ssh-port is a port number")?;
-            }
-            flags.check(&["--hosts", "--size-mib", "--runs", "--ssh-port"], &["--no-ansible"])?;
+        Scenario::Peers(a) => {
+            let o = peers::Options {
+                hosts: a.hosts.0,
+                size: a.size_mib << 20,
+                runs: a.runs,
+                ansible: !a.no_ansible,
+                ssh_port: a.ssh_port,
+                ..peers::Options::default()
+            };
             peers::run(&common.binaries()?, &o)?
         }
-        "idle" => return idle(&common, &flags),
-        other => bail!("unknown scenario {other}; {USAGE}"),
+        Scenario::Idle(a) => {
+            return idle_footprint(Options {
+                bin_dir: common.bin_dir,
+                idle: Duration::from_secs(a.idle_secs),
+                settle: Duration::from_secs(a.settle_secs),
+                markdown: common.markdown,
+            });
+        }
     };
     let text = report.render(common.markdown);
     print!("{text}");
@@ -116,20 +248,34 @@ fn main() -> Result<()> {
             bench::machine(),
             report.render(true)
         );
-        let name = match flags.value("--label") {
-            Some(label) => format!("{scenario}-{label}"),
-            None => scenario.clone(),
-        };
+        let name = section_name(&matches);
         bench::write_section(doc, &name, &section)?;
         eprintln!("wrote the {name} section of {}", doc.display());
     }
     Ok(())
 }
 
-struct Common {
-    bin_dir: PathBuf,
-    markdown: bool,
-    write: Option<PathBuf>,
+/// The section of `--write`'s file a run replaces: the scenario's name, or
+/// `scale-NAME` for `scale --label NAME` (not for the default label).
+fn section_name(matches: &ArgMatches) -> String {
+    match matches.subcommand() {
+        Some(("scale", scale)) if scale.value_source("label") == Some(ValueSource::CommandLine) => {
+            format!("scale-{}", scale.get_one::<String>("label").map_or("", String::as_str))
+        }
+        Some((scenario, _)) => scenario.to_string(),
+        None => "idle".to_string(),
+    }
+}
+
+/// `args` with `idle` put in as the scenario when none is named (no
+/// argument, or an option first): the idle footprint was this program's
+/// first measurement, and its command lines name none.
+fn with_default_scenario(mut args: Vec<String>) -> Vec<String> {
+    let names_one = args.get(1).is_some_and(|a| !a.starts_with('-') || a == "-h" || a == "--help");
+    if !names_one {
+        args.insert(1.min(args.len()), "idle".into());
+    }
+    args
 }
 
 impl Common {
@@ -146,41 +292,6 @@ impl Common {
     }
 }
 
-/// A scenario's own flags: `--name value` pairs and bare switches.
-struct Flags(Vec<String>);
-
-impl Flags {
-    fn value(&self, name: &str) -> Option<&str> {
-        let i = self.0.iter().position(|a| a == name)?;
-        self.0.get(i + 1).map(String::as_str)
-    }
-
-    fn u64(&self, name: &str) -> Result<Option<u64>> {
-        match self.value(name) {
-            Some(v) => Ok(Some(v.parse().with_context(|| format!("{name} needs a whole number, not {v}"))?)),
-            None if self.has(name) => bail!("{name} needs a value"),
-            None => Ok(None),
-        }
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|a| a == name)
-    }
-
-    /// Fails on any flag that is neither a known valued flag nor a switch.
-    fn check(&self, valued: &[&str], switches: &[&str]) -> Result<()> {
-        let mut it = self.0.iter();
-        while let Some(a) = it.next() {
-            if valued.contains(&a.as_str()) {
-                it.next();
-            } else if !switches.contains(&a.as_str()) {
-                bail!("unknown argument {a}; {USAGE}");
-            }
-        }
-        Ok(())
-    }
-}
-
 /// `2026-11-29 11:02 UTC`, from the system clock.
 fn now_utc() -> String {
     let ts = flotte_protocol::Timestamp::from_system_time(std::time::SystemTime::now()).to_string();
@@ -192,17 +303,6 @@ struct Options {
     idle: Duration,
     settle: Duration,
     markdown: bool,
-}
-
-fn idle(common: &Common, flags: &Flags) -> Result<()> {
-    flags.check(&["--idle-secs", "--settle-secs"], &[])?;
-    let o = Options {
-        bin_dir: common.bin_dir.clone(),
-        idle: flags.u64("--idle-secs")?.map_or(Duration::from_secs(60), Duration::from_secs),
-        settle: flags.u64("--settle-secs")?.map_or(Duration::from_secs(5), Duration::from_secs),
-        markdown: common.markdown,
-    };
-    idle_footprint(o)
 }
 
 fn idle_footprint(o: Options) -> Result<()> {
@@ -283,4 +383,98 @@ fn render(rows: &[(&str, Footprint)], sizes: &[(String, u64)], ticks: u64, markd
         render(&processes),
         render(&binaries)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(args: &[&str]) -> ArgMatches {
+        let args = std::iter::once("flotte-bench").chain(args.iter().copied()).map(String::from).collect();
+        Cli::command().try_get_matches_from(with_default_scenario(args)).unwrap()
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::from_arg_matches(&matches(args)).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_command_line_without_a_scenario_measures_idle() {
+        assert!(matches!(parse(&[]).scenario, Scenario::Idle(_)));
+        let cli = parse(&["--bin-dir", "bins", "--idle-secs", "120", "--markdown"]);
+        let Scenario::Idle(idle) = cli.scenario else { panic!("not idle") };
+        assert_eq!((idle.idle_secs, idle.settle_secs), (120, SETTLE_SECS));
+        assert_eq!(cli.common.bin_dir, PathBuf::from("bins"));
+        assert!(cli.common.markdown);
+    }
+
+    #[test]
+    fn defaults_are_the_scenarios_own() {
+        let Scenario::Scale(a) = parse(&["scale"]).scenario else { panic!("not scale") };
+        let scale = scale::Options::default();
+        assert_eq!(
+            (a.agents, a.pushes, a.no_storm, &a.label),
+            (scale.agents, scale.pushes, !scale.storm, &scale.label)
+        );
+        assert_eq!((a.idle_secs, a.spread_secs), (scale.idle.as_secs(), scale.spread.as_secs()));
+        let Scenario::Peers(a) = parse(&["peers"]).scenario else { panic!("not peers") };
+        let peers = peers::Options::default();
+        assert_eq!((a.hosts.0, a.size_mib << 20, a.ssh_port), (peers.hosts, peers.size, peers.ssh_port));
+        let Scenario::Verify(a) = parse(&["verify"]).scenario else { panic!("not verify") };
+        let verify = verify::Options::default();
+        assert_eq!((a.size_mib << 20, a.runs, a.dir), (verify.size, verify.runs, verify.dir));
+        let Scenario::Fanout(a) = parse(&["fanout", "--no-baseline"]).scenario else { panic!("not fanout") };
+        let fanout = fanout::Options::default();
+        assert_eq!((a.agents, a.size_mib << 20, a.runs), (fanout.agents, fanout.size, fanout.runs));
+        assert!(a.no_baseline && !a.archive);
+    }
+
+    #[test]
+    fn hosts_are_a_comma_separated_list_of_numbers() {
+        let Scenario::Peers(a) = parse(&["peers", "--hosts", "4, 8,16"]).scenario else { panic!("not peers") };
+        assert_eq!(a.hosts.0, [4, 8, 16]);
+        let args = ["flotte-bench", "peers", "--hosts", "16,x"];
+        let refused = Cli::command().try_get_matches_from(args).unwrap_err().to_string();
+        assert!(refused.contains("numbers like 16,64, not x"), "{refused}");
+    }
+
+    #[test]
+    fn only_an_explicit_label_names_the_scale_section() {
+        assert_eq!(section_name(&matches(&["scale"])), "scale");
+        assert_eq!(section_name(&matches(&["scale", "--label", "push-after"])), "scale-push-after");
+        assert_eq!(section_name(&matches(&["fanout", "--write", "docs/BENCHMARKS.md"])), "fanout");
+    }
+
+    /// The `flotte-bench` command lines of the docs' code blocks
+    /// (`target/…/flotte-bench …`) and `cargo run` lines, without the
+    /// program.
+    fn documented_command_lines() -> Vec<String> {
+        let docs = [include_str!("../../../docs/BENCHMARKS.md"), include_str!("../../../README.md")];
+        let command = |line: &str| {
+            if let Some((_, args)) = line.split_once("--bin flotte-bench -- ") {
+                return Some(args.split('`').next()?.to_string());
+            }
+            let (program, args) = line.split_once(' ')?;
+            (program.starts_with("target/") && program.ends_with("/flotte-bench")).then(|| args.to_string())
+        };
+        docs.iter().flat_map(|doc| doc.lines()).filter_map(command).collect()
+    }
+
+    #[test]
+    fn every_documented_command_line_parses() {
+        let lines = documented_command_lines();
+        assert!(lines.len() >= 10, "found only {lines:?}");
+        for line in lines {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            let args = std::iter::once("flotte-bench").chain(args).map(String::from).collect();
+            if let Err(e) = Cli::command().try_get_matches_from(with_default_scenario(args)) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
 }
