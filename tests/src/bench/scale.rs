@@ -21,7 +21,7 @@
 use super::site::Site;
 use super::{Report, Stats, Table, secs};
 use crate::footprint;
-use crate::sim::Installer;
+use crate::sim::{Installer, SessionEnd};
 use anyhow::{Result, ensure};
 use flotte_controller::lab::harness::Binaries;
 use flotte_protocol::api::{DeployRequest, Target};
@@ -161,6 +161,26 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
                 secs(Stats::quantile(&storm.reconnects, 0.99))
             ),
         ]);
+        let spread = |v: &[f64]| {
+            format!(
+                "{} / {} / {} / {}",
+                secs(Stats::quantile(v, 0.0)),
+                secs(Stats::quantile(v, 0.5)),
+                secs(Stats::quantile(v, 0.99)),
+                secs(Stats::quantile(v, 1.0))
+            )
+        };
+        table.row(vec!["restart noticed, from readiness: first / p50 / p99 / max".into(), spread(&storm.detected)]);
+        table.row(vec![
+            "restart noticed by: stateless reset / idle timeout / other".into(),
+            format!(
+                "{} / {} / {}",
+                storm.by_reset,
+                storm.by_timeout,
+                storm.detected.len() - storm.by_reset - storm.by_timeout
+            ),
+        ]);
+        table.row(vec!["back, from noticing: first / p50 / p99 / max".into(), spread(&storm.back_after_detection)]);
         table.row(vec!["controller RSS after the storm".into(), kib(storm.rss_kib as f64)]);
     }
     table.row(vec!["first connection of all agents (spread included)".into(), secs(connect_time)]);
@@ -224,14 +244,22 @@ impl Push {
 }
 
 /// The reconnect storm: each agent's reconnection time after the
-/// controller's readiness, and the controller's RSS once all are back.
+/// controller's readiness, when and how it noticed the restart, and the
+/// controller's RSS once all are back.
 struct Storm {
     reconnects: Vec<f64>,
+    /// When each agent's old session ended, from readiness (negative: before it).
+    detected: Vec<f64>,
+    /// From noticing to the new session being welcomed.
+    back_after_detection: Vec<f64>,
+    by_reset: usize,
+    by_timeout: usize,
     rss_kib: u64,
 }
 
 fn storm(site: &mut Site, fleet: &crate::sim::Fleet, n: usize, timeout: Duration) -> Result<Storm> {
     eprintln!("restarting the controller (SIGKILL, then start)…");
+    let killed = Instant::now();
     site.controller.kill();
     site.controller.start()?;
     let ready = Instant::now();
@@ -239,11 +267,30 @@ fn storm(site: &mut Site, fleet: &crate::sim::Fleet, n: usize, timeout: Duration
     let reconnected =
         |f: &crate::sim::Observer| f.times().iter().filter(|t| t.connected_at.is_some_and(|at| at >= ready)).count();
     fleet.wait("every agent to reconnect", timeout, |f| reconnected(f) == n)?;
-    let reconnects = fleet
-        .observer
-        .times()
-        .iter()
-        .filter_map(|t| t.connected_at.map(|at| at.duration_since(ready).as_secs_f64()))
-        .collect();
-    Ok(Storm { reconnects, rss_kib: footprint::sample(pid)?.rss_kib })
+    let since_ready = |at: Instant| {
+        if at >= ready { at.duration_since(ready).as_secs_f64() } else { -ready.duration_since(at).as_secs_f64() }
+    };
+    let times = fleet.observer.times();
+    let mut storm = Storm {
+        reconnects: times.iter().filter_map(|t| t.connected_at.map(since_ready)).collect(),
+        detected: vec![],
+        back_after_detection: vec![],
+        by_reset: 0,
+        by_timeout: 0,
+        rss_kib: footprint::sample(pid)?.rss_kib,
+    };
+    for t in &times {
+        let (Some((ended, how)), Some(back)) = (t.disconnected, t.connected_at) else { continue };
+        if ended < killed {
+            continue;
+        }
+        storm.detected.push(since_ready(ended));
+        storm.back_after_detection.push(back.saturating_duration_since(ended).as_secs_f64());
+        match how {
+            SessionEnd::Reset => storm.by_reset += 1,
+            SessionEnd::TimedOut => storm.by_timeout += 1,
+            SessionEnd::Other => {}
+        }
+    }
+    Ok(storm)
 }

@@ -54,7 +54,7 @@ pub(super) async fn run(mut ctx: Context) {
                 backoff.reset();
                 ctx.observer.on_connected(ctx.index);
                 let ended = online(&mut ctx, &mut session, &mut memory).await;
-                ctx.observer.on_disconnected();
+                ctx.observer.on_disconnected(ctx.index, session.connection());
                 match ended {
                     None => return session.abandon("simulator stopping"),
                     Some(e) => {

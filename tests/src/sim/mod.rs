@@ -83,6 +83,30 @@ pub struct AgentTimes {
     pub assigned: Option<(AssignmentId, Instant)>,
     /// When the latest assignment ended, and whether it succeeded.
     pub finished: Option<(Instant, bool)>,
+    /// When the latest session ended, and how the agent learnt of it.
+    pub disconnected: Option<(Instant, SessionEnd)>,
+}
+
+/// How an agent learnt that its session was over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The controller answered with a stateless reset: it no longer knows
+    /// the connection (it restarted).
+    Reset,
+    /// Nothing came back within the idle timeout.
+    TimedOut,
+    /// The controller closed it, or anything else.
+    Other,
+}
+
+impl SessionEnd {
+    fn of(connection: &quinn::Connection) -> SessionEnd {
+        match connection.close_reason() {
+            Some(quinn::ConnectionError::Reset) => SessionEnd::Reset,
+            Some(quinn::ConnectionError::TimedOut) => SessionEnd::TimedOut,
+            _ => SessionEnd::Other,
+        }
+    }
 }
 
 /// What the fleet has done so far.
@@ -125,8 +149,10 @@ impl Observer {
         });
     }
 
-    fn on_disconnected(&self) {
+    fn on_disconnected(&self, agent: usize, connection: &quinn::Connection) {
         self.connected.fetch_sub(1, Ordering::SeqCst);
+        let end = SessionEnd::of(connection);
+        self.update(agent, |t| t.disconnected = Some((Instant::now(), end)));
     }
 }
 
