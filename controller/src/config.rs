@@ -41,7 +41,7 @@ pub struct ControllerConfig {
     /// agents fetching the same package (read from disk once per chunk).
     #[serde(default = "default_content_cache_size")]
     pub content_cache_size: u64,
-    /// QUIC handshakes worked on at once; up to four times as many further
+    /// QUIC handshakes worked on at once; up to sixteen times as many further
     /// attempts wait for a slot (at most 5 s), the rest are refused and
     /// agents come back after their backoff (see `quic::admission`), so a
     /// reconnect storm of the whole fleet drains instead of collapsing.

@@ -48,7 +48,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// Attempts that may wait, per handshake slot.
-pub const WAITING_PER_SLOT: usize = 4;
+pub const WAITING_PER_SLOT: usize = 16;
 
 /// What to do with one incoming connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,9 +210,9 @@ mod tests {
             (7, 0, true, Accept),
             (8, 0, true, Wait),
             (8, 0, false, Retry),
-            (8, 31, true, Wait),
-            (8, 32, true, Refuse),
-            (100, 32, true, Refuse),
+            (8, 127, true, Wait),
+            (8, 128, true, Refuse),
+            (100, 128, true, Refuse),
         ];
         for (in_flight, waiting, validated, verdict) in table {
             assert_eq!(
