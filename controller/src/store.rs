@@ -385,8 +385,9 @@ impl Store {
     }
 
     /// Records an agent's `Hello` (last seen, version and inventory) in one
-    /// transaction: one durable write per connection.
-    pub fn agent_connected(&self, id: &AgentId, hello: &Hello, now: Timestamp) -> Result<(), ControllerError> {
+    /// transaction: one durable write per connection. Returns whether the
+    /// facts rollout targets match on (hostname, os, arch) changed.
+    pub fn agent_connected(&self, id: &AgentId, hello: &Hello, now: Timestamp) -> Result<bool, ControllerError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.prepare_cached("UPDATE agents SET last_seen = ?2, agent_version = ?3 WHERE id = ?1")?.execute(params![
@@ -394,12 +395,14 @@ impl Store {
             ts(now),
             hello.agent_version
         ])?;
-        write_inventory(&tx, id, &hello.inventory)?;
+        let facts_changed = write_inventory(&tx, id, &hello.inventory)?;
         tx.commit()?;
-        Ok(())
+        Ok(facts_changed)
     }
 
-    pub fn update_inventory(&self, id: &AgentId, inv: &Inventory) -> Result<(), ControllerError> {
+    /// Records an agent's new inventory; returns whether the facts rollout
+    /// targets match on (hostname, os, arch) changed.
+    pub fn update_inventory(&self, id: &AgentId, inv: &Inventory) -> Result<bool, ControllerError> {
         write_inventory(&self.conn(), id, inv)
     }
 
@@ -776,7 +779,14 @@ fn parse_state(state: Option<&str>) -> Result<Option<InstallState>, ControllerEr
     state.map(|s| serde_json::from_str(s).map_err(|e| corrupt("install state")(e.to_string()))).transpose()
 }
 
-fn write_inventory(conn: &rusqlite::Connection, id: &AgentId, inv: &Inventory) -> Result<(), ControllerError> {
+/// Writes `inv` as agent `id`'s inventory; returns whether its hostname, os
+/// or arch differ from what was stored (false for an unknown agent).
+fn write_inventory(conn: &rusqlite::Connection, id: &AgentId, inv: &Inventory) -> Result<bool, ControllerError> {
+    let facts_changed = conn
+        .prepare_cached("SELECT hostname <> ?2 OR os <> ?3 OR arch <> ?4 FROM agents WHERE id = ?1")?
+        .query_row(params![id.0, inv.hostname, inv.os, inv.arch], |r| r.get::<_, bool>(0))
+        .optional()?
+        .unwrap_or(false);
     let packages = serde_json::to_string(&inv.packages).unwrap_or_else(|_| "[]".into());
     let inventory = serde_json::to_string(inv).unwrap_or_default();
     conn.prepare_cached(
@@ -784,7 +794,7 @@ fn write_inventory(conn: &rusqlite::Connection, id: &AgentId, inv: &Inventory) -
          inventory = ?8 WHERE id = ?1",
     )?
     .execute(params![id.0, inv.hostname, inv.os, inv.os_version, inv.kernel, inv.arch, packages, inventory])?;
-    Ok(())
+    Ok(facts_changed)
 }
 
 #[cfg(test)]
@@ -830,6 +840,32 @@ mod tests {
         assert_eq!(store.enroll("old", &agent("b"), "fp-b", T0).unwrap(), TokenUse::Expired);
         assert!(store.agent_by_fingerprint("fp-b").unwrap().is_none(), "a refused enrollment registers nothing");
         assert_eq!(store.agent_by_fingerprint("fp-a").unwrap(), Some(agent("a")));
+    }
+
+    #[test]
+    fn a_hello_says_whether_the_facts_rollouts_target_changed() {
+        let store = Store::open_in_memory().unwrap();
+        let id = enrolled(&store, "a");
+        let hello = |os: &str, arch: &str, packages: usize| Hello {
+            protocol_version: flotte_protocol::PROTOCOL_VERSION,
+            min_protocol_version: flotte_protocol::MIN_PROTOCOL_VERSION,
+            agent_version: "1.0".into(),
+            inventory: Inventory {
+                hostname: "host-a".into(),
+                os: os.into(),
+                arch: arch.into(),
+                packages: (0..packages)
+                    .map(|i| InstalledPackage { name: format!("p{i}"), version: "1".into() })
+                    .collect(),
+                ..Inventory::default()
+            },
+        };
+        assert!(store.agent_connected(&id, &hello("linux", "x86_64", 0), T0).unwrap(), "first connection");
+        assert!(!store.agent_connected(&id, &hello("linux", "x86_64", 0), T0).unwrap(), "a plain reconnection");
+        assert!(!store.agent_connected(&id, &hello("linux", "x86_64", 3), T0).unwrap(), "packages are not targeted");
+        assert!(store.agent_connected(&id, &hello("linux", "aarch64", 3), T0).unwrap(), "a new arch");
+        assert!(store.update_inventory(&id, &hello("freebsd", "aarch64", 3).inventory).unwrap(), "a new os");
+        assert!(!store.update_inventory(&AgentId("nobody".into()), &Inventory::default()).unwrap(), "unknown agent");
     }
 
     #[test]

@@ -114,9 +114,14 @@ async fn converse(
         connection.close(close::INCOMPATIBLE, reason.as_bytes());
         anyhow::bail!(reason);
     };
-    services.store.agent_connected(&agent.id, &hello, now())?;
-    // Its inventory may now match a dynamic rollout target (os, arch…).
-    if let Err(e) = crate::rollout::driver::join_matching(services, &agent.id, now()) {
+    // Changed facts (os, arch…) may now match a dynamic rollout target.
+    // Unchanged, the agent is already in every rollout it matches: targets
+    // are resolved over every enrolled agent, connected or not, when a
+    // rollout is created, and again whenever facts or tags change. So a
+    // reconnect storm costs no rollout work.
+    if services.store.agent_connected(&agent.id, &hello, now())?
+        && let Err(e) = crate::rollout::driver::join_matching(services, &agent.id, now())
+    {
         tracing::warn!(agent = %agent.id, error = %e, "cannot join matching rollouts");
     }
     let welcome = Welcome { protocol_version: version, agent_id: agent.id.clone(), server_time: now() };
@@ -183,8 +188,9 @@ async fn handle_message(
     match message {
         AgentMessage::Hello(_) => anyhow::bail!("second Hello on one connection"),
         AgentMessage::Inventory(inventory) => {
-            services.store.update_inventory(&agent.id, &inventory)?;
-            crate::rollout::driver::join_matching(services, &agent.id, now())?;
+            if services.store.update_inventory(&agent.id, &inventory)? {
+                crate::rollout::driver::join_matching(services, &agent.id, now())?;
+            }
         }
         AgentMessage::Report(report) => {
             let outcome = services.store.record_report(&agent.id, &report, now())?;
