@@ -9,6 +9,7 @@
 //! (`tests/tests/it/bench_smoke.rs`) only check that each scenario
 //! completes and that its table is sane.
 
+pub mod bare_quinn;
 pub mod fanout;
 pub mod nginx;
 pub mod peers;

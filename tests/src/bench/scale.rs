@@ -1,6 +1,10 @@
 //! `scale`: N idle simulated agents connected to one controller.
 //!
 //! Measures, in order:
+//! 0. unless `--no-baseline`, the baseline: the same enrolled agents
+//!    connected to a bare quinn server with the controller's mutual TLS and
+//!    quinn's default transport ([`super::bare_quinn`]), its RSS per idle
+//!    connection; Flotte's per-agent figure is printed as a ratio to it;
 //! 1. the controller's RSS per connected agent: its RSS with everyone
 //!    connected and settled, minus its RSS after enrollment and before any
 //!    agent connected, divided by N (Flotte's per-agent session state
@@ -42,6 +46,9 @@ pub struct Options {
     pub pushes: usize,
     /// Whether to measure the reconnect storm after the pushes.
     pub storm: bool,
+    /// Whether to measure the baseline first: the same agents connected to
+    /// a bare quinn server ([`super::bare_quinn`]).
+    pub baseline: bool,
 }
 
 impl Default for Options {
@@ -54,6 +61,7 @@ impl Default for Options {
             label: "flotte-controller".into(),
             pushes: 1,
             storm: true,
+            baseline: true,
         }
     }
 }
@@ -67,6 +75,15 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
     let enroll_started = Instant::now();
     let identities = site.enroll(n)?;
     let enroll_time = enroll_started.elapsed().as_secs_f64();
+    let baseline = if o.baseline {
+        eprintln!("baseline: connecting {n} agents to a bare quinn server (spread over {:?})…", o.spread);
+        let settle = Duration::from_secs(5);
+        let data = &site.controller.data_dir;
+        let bin_dir = bins.controller.parent().unwrap_or(std::path::Path::new("."));
+        Some(super::bare_quinn::measure(bin_dir, &identities, data, site.dir.path(), o.spread, settle, o.timeout)?)
+    } else {
+        None
+    };
     let pid = site.controller_pid()?;
     let empty = footprint::sample(pid)?;
 
@@ -130,6 +147,16 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
     table.row(vec!["controller RSS, enrolled but none connected".into(), kib(empty.rss_kib as f64)]);
     table.row(vec!["controller RSS, all connected and idle".into(), kib(idle_end.rss_kib as f64)]);
     table.row(vec!["**controller RSS per connected agent**".into(), format!("**{}**", kib(rss_per_agent_kib))]);
+    if let Some(b) = &baseline {
+        table.row(vec![
+            "bare quinn 0.11 server (mutual TLS, default transport): RSS per idle connection".into(),
+            format!("{} (all connected in {})", kib(b.rss_per_connection_kib), secs(b.connect_time.as_secs_f64())),
+        ]);
+        table.row(vec![
+            "**Flotte / bare quinn, memory per idle agent**".into(),
+            format!("**{:.2}×**", rss_per_agent_kib / b.rss_per_connection_kib.max(f64::EPSILON)),
+        ]);
+    }
     table.row(vec![
         format!("controller CPU over {:.0} s idle", o.idle.as_secs_f64()),
         format!("{idle_cpu:.2} s ({:.1}% of a core)", 100.0 * idle_cpu / o.idle.as_secs_f64()),

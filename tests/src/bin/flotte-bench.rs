@@ -3,7 +3,7 @@
 //! ```text
 //! flotte-bench verify [--size-mib 1024] [--runs 5] [--dir DIR]
 //! flotte-bench fanout [--agents 200] [--size-mib 50] [--runs 3] [--archive] [--no-baseline]
-//! flotte-bench scale  [--agents 10000] [--idle-secs 60] [--spread-secs 10] [--pushes 1] [--no-storm] [--label NAME]
+//! flotte-bench scale  [--agents 10000] [--idle-secs 60] [--spread-secs 10] [--pushes 1] [--no-storm] [--no-baseline] [--label NAME]
 //! flotte-bench peers  [--hosts 16,64] [--size-mib 50] [--runs 3] [--no-ansible] [--ssh-port 2222]
 //! flotte-bench idle   [--idle-secs 60] [--settle-secs 5]      (the idle footprint of one agent)
 //! common: [--bin-dir target/release] [--markdown] [--write docs/BENCHMARKS.md]
@@ -75,6 +75,16 @@ enum Scenario {
     ///
     /// Prints its tables only: `--write` does not apply to it.
     Idle(IdleArgs),
+    /// The `scale` baseline's server process (started by `scale` itself).
+    #[command(hide = true)]
+    BareQuinnServer {
+        /// The controller data directory whose certificate and CA to use.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the bound port.
+        #[arg(long)]
+        port_file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -126,6 +136,9 @@ struct ScaleArgs {
     /// Skip the reconnect storm after the pushes.
     #[arg(long)]
     no_storm: bool,
+    /// Skip the baseline (a bare quinn server the same agents connect to first).
+    #[arg(long)]
+    no_baseline: bool,
     /// Label of the controller build, for before/after tables; when given,
     /// `--write` writes the section `scale-NAME`.
     #[arg(long, value_name = "NAME", default_value_t = scale::Options::default().label)]
@@ -214,6 +227,7 @@ fn main() -> Result<()> {
                 spread: Duration::from_secs(a.spread_secs),
                 pushes: a.pushes,
                 storm: !a.no_storm,
+                baseline: !a.no_baseline,
                 label: a.label,
                 ..scale::Options::default()
             };
@@ -229,6 +243,9 @@ fn main() -> Result<()> {
                 ..peers::Options::default()
             };
             peers::run(&common.binaries()?, &o)?
+        }
+        Scenario::BareQuinnServer { data_dir, port_file } => {
+            return bench::bare_quinn::serve(&data_dir, &port_file);
         }
         Scenario::Idle(a) => {
             return idle_footprint(Options {
