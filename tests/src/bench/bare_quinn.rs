@@ -100,23 +100,38 @@ impl Drop for BareServer {
 /// What the baseline measured.
 pub struct Baseline {
     pub rss_per_connection_kib: f64,
+    /// Server CPU seconds per connection-hour of the agents' keep-alives.
+    pub cpu_per_connection_hour: f64,
     pub connect_time: Duration,
 }
 
+/// How long each phase of the baseline takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    /// First connection attempts are spread over this.
+    pub spread: Duration,
+    /// Wait after everyone connected, before the RSS is read.
+    pub settle: Duration,
+    /// CPU is measured over this idle period.
+    pub idle: Duration,
+    /// Longest wait for everyone to connect.
+    pub timeout: Duration,
+}
+
 /// Connects every identity to a fresh bare server (first attempts spread
-/// over `spread`, failed ones retried after a second), waits `settle`, and
-/// measures the server's RSS per connection. `controller_data` is the
-/// controller's data directory, for its certificate and CA; `bin_dir` is
-/// where the release binaries are (see [`BareServer::start`]).
+/// over `phases.spread`, failed ones retried after a second), waits
+/// `phases.settle`, and measures the server's RSS per connection, then its
+/// CPU over `phases.idle`. `controller_data` is the controller's data
+/// directory, for its certificate and CA; `bin_dir` is where the release
+/// binaries are (see [`BareServer::start`]).
 pub fn measure(
     bin_dir: &Path,
     identities: &[Identity],
     controller_data: &Path,
     scratch: &Path,
-    spread: Duration,
-    settle: Duration,
-    timeout: Duration,
+    phases: Phases,
 ) -> Result<Baseline> {
+    let Phases { spread, settle, idle, timeout } = phases;
     let server = BareServer::start(bin_dir, controller_data, scratch)?;
     let empty = footprint::sample(server.pid())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -158,7 +173,14 @@ pub fn measure(
     let connect_time = started.elapsed();
     std::thread::sleep(settle);
     let full = footprint::sample(server.pid())?;
+    std::thread::sleep(idle);
+    let idle_end = footprint::sample(server.pid())?;
     let _ = stop_tx.send(true);
     runtime.shutdown_timeout(Duration::from_secs(2));
-    Ok(Baseline { rss_per_connection_kib: full.rss_kib.saturating_sub(empty.rss_kib) as f64 / n as f64, connect_time })
+    let connection_hours = n as f64 * idle.as_secs_f64() / 3600.0;
+    Ok(Baseline {
+        rss_per_connection_kib: full.rss_kib.saturating_sub(empty.rss_kib) as f64 / n as f64,
+        cpu_per_connection_hour: (idle_end.cpu_seconds() - full.cpu_seconds()) / connection_hours,
+        connect_time,
+    })
 }

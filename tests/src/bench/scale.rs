@@ -77,10 +77,15 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
     let enroll_time = enroll_started.elapsed().as_secs_f64();
     let baseline = if o.baseline {
         eprintln!("baseline: connecting {n} agents to a bare quinn server (spread over {:?})…", o.spread);
-        let settle = Duration::from_secs(5);
-        let data = &site.controller.data_dir;
+        let phases = super::bare_quinn::Phases {
+            spread: o.spread,
+            settle: Duration::from_secs(5),
+            idle: o.idle,
+            timeout: o.timeout,
+        };
         let bin_dir = bins.controller.parent().unwrap_or(std::path::Path::new("."));
-        Some(super::bare_quinn::measure(bin_dir, &identities, data, site.dir.path(), o.spread, settle, o.timeout)?)
+        let (data, scratch) = (&site.controller.data_dir, site.dir.path());
+        Some(super::bare_quinn::measure(bin_dir, &identities, data, scratch, phases)?)
     } else {
         None
     };
@@ -165,6 +170,16 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
         "**controller CPU per agent-hour of keep-alives**".into(),
         format!("**{:.1} ms**", cpu_per_agent_hour * 1000.0),
     ]);
+    if let Some(b) = &baseline {
+        table.row(vec![
+            "bare quinn server: CPU per connection-hour of the same keep-alives".into(),
+            format!("{:.1} ms", b.cpu_per_connection_hour * 1000.0),
+        ]);
+        table.row(vec![
+            "**Flotte / bare quinn, keep-alive CPU**".into(),
+            format!("**{:.2}×**", cpu_per_agent_hour / b.cpu_per_connection_hour.max(f64::EPSILON)),
+        ]);
+    }
     let stat = |f: fn(&Push) -> f64| Stats::of(&pushes.iter().map(f).collect::<Vec<_>>());
     let (p50, p99, max, cpu) = (stat(|p| p.p50), stat(|p| p.p99), stat(|p| p.max), stat(|p| p.cpu));
     let over =

@@ -62,7 +62,8 @@ fn scale_scenario_connects_pushes_to_and_reconnects_every_sim_agent() {
     let report = scale::run(&Binaries::locate().unwrap(), &options).unwrap();
     assert_eq!(row(&report, "connected agents")[1], "20");
     assert!(number(&row(&report, "bare quinn")[1]) > 0.0, "{}", report.render(false));
-    assert!(number(&row(&report, "Flotte / bare quinn")[1]) > 0.0, "{}", report.render(false));
+    assert!(number(&row(&report, "Flotte / bare quinn, memory")[1]) > 0.0, "{}", report.render(false));
+    assert!(row(&report, "Flotte / bare quinn, keep-alive CPU")[1].ends_with("×**"), "{}", report.render(false));
     let latency = &row(&report, "push latency")[1];
     assert_eq!(latency.matches(" / ").count(), 2, "p50 / p99 / max: {latency}");
     assert!(row(&report, "push latency")[0].contains("of 2 pushes"), "{}", report.render(false));
