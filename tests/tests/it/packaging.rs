@@ -124,6 +124,11 @@ fn the_controller_deb_installs_binaries_unit_and_conffile_and_purges_cleanly() -
         conffile: "/etc/flotte/controller.toml",
     };
     controller.install_verify_purge("controller", || {
+        // The UDP buffer caps for its QUIC socket ship with it and are applied.
+        let sysctl = std::fs::read_to_string("/usr/lib/sysctl.d/60-flotte-controller.conf")?;
+        assert!(sysctl.contains("net.core.rmem_max = 8388608"), "{sysctl}");
+        let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")?.trim().parse()?;
+        assert!(rmem_max >= 8 << 20, "net.core.rmem_max is {rmem_max} after the install");
         // The unit's ExecStart reads the packaged conffile: it must parse and
         // point at an uninitialized data directory (the unit's condition).
         let data = tempfile::tempdir()?;
