@@ -132,11 +132,6 @@ impl Admission {
         self.freed.notified().await
     }
 
-    /// Attempts that may wait for a slot.
-    pub fn waiting_capacity(&self) -> usize {
-        WAITING_PER_SLOT * self.max_handshakes
-    }
-
     /// Handshakes in flight now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
@@ -256,8 +251,9 @@ mod tests {
     #[test]
     fn a_limit_of_zero_still_admits_one() {
         let admission = Admission::new(0);
-        assert!(admission.admit(true, 0).is_ok());
-        assert_eq!(admission.waiting_capacity(), WAITING_PER_SLOT);
+        let _slot = admission.admit(true, 0).expect("one slot");
+        assert_eq!(admission.admit(true, WAITING_PER_SLOT - 1).err(), Some(Wait), "and a room for one slot");
+        assert_eq!(admission.admit(true, WAITING_PER_SLOT).err(), Some(Refuse));
     }
 
     #[test]
