@@ -102,7 +102,6 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
 
     eprintln!("measuring {:?} of idle…", o.idle);
     let idle_start = footprint::sample(pid)?;
-    let sim_start = footprint::sample(std::process::id())?;
     std::thread::sleep(o.idle);
     let idle_end = footprint::sample(pid)?;
     ensure!(fleet.observer.connected() == n, "agents disconnected while idle");
@@ -235,7 +234,6 @@ pub fn run(bins: &Binaries, o: &Options) -> Result<Report> {
         "enrollment (setup, 8 at a time)".into(),
         format!("{} ({:.0}/s)", secs(enroll_time), n as f64 / enroll_time),
     ]);
-    let _ = sim_start;
     Ok(Report {
         notes: vec![
             format!(
