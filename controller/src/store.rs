@@ -413,19 +413,21 @@ impl Store {
 
     /// All agents; `online` is filled in by the caller, who knows the sessions.
     pub fn list_agents(&self) -> Result<Vec<AgentView>, ControllerError> {
-        self.agents_where("1 ORDER BY hostname, id", [])
+        self.query_agents("ORDER BY hostname, id", [])
     }
 
     /// One agent, or `None` if it is not enrolled; `online` as in [`Store::list_agents`].
     pub fn agent_view(&self, id: &AgentId) -> Result<Option<AgentView>, ControllerError> {
-        Ok(self.agents_where("id = ?1", [&id.0])?.pop())
+        Ok(self.query_agents("WHERE id = ?1", [&id.0])?.pop())
     }
 
-    fn agents_where(&self, clause: &str, params: impl rusqlite::Params) -> Result<Vec<AgentView>, ControllerError> {
+    /// The agents `SELECT`ed with `filter` (a `WHERE` and/or `ORDER BY`
+    /// clause over the `agents` table), as [`Store::query_releases`] does for releases.
+    fn query_agents(&self, filter: &str, params: impl rusqlite::Params) -> Result<Vec<AgentView>, ControllerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, hostname, os, arch, agent_version, enrolled_at, last_seen, packages, inventory
-             FROM agents WHERE {clause}"
+             FROM agents {filter}"
         ))?;
         /// The view without its JSON columns, which are decoded after.
         struct AgentRow {
